@@ -1,0 +1,228 @@
+"""Actions and their plugin entry points, compatible with NOMAD's ``nomad.actions``.
+
+A plugin exposes an :class:`ActionEntryPoint` under the ``nomad.plugin`` entry-point group; its
+``load()`` returns an :class:`Action`, which names the task queue, the activities and the
+``@workflow.defn`` classes. The engine recognises entry points and actions by shape, so the
+classes from upstream ``nomad-lab`` work too.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+from temporalio.workflow import _Definition
+
+from .config import TaskQueue
+from .config import task_queue_name as _queue_name
+
+__all__ = ["Action", "ActionEntryPoint", "is_action", "is_action_entry_point"]
+
+
+def _definition(cls: Any, argument: str) -> _Definition:
+    defn = _Definition.from_class(cls) if isinstance(cls, type) else None
+    if defn is None:
+        name = getattr(cls, "__qualname__", None) or repr(cls)
+        raise TypeError(f"{argument} {name} must be a class decorated with @workflow.defn")
+    return defn
+
+
+class Action:
+    """A set of activities and workflows that run on one task queue.
+
+    Attributes:
+        task_queue: The queue the workflow and ``activities`` run on.
+        activities: The activity functions, registered on ``task_queue``.
+        workflow: The main ``@workflow.defn`` class; starting the action starts it.
+        child_workflows: Further ``@workflow.defn`` classes the main workflow starts.
+        task_queue_activities: Activities to register on other queues, by queue.
+    """
+
+    task_queue: TaskQueue | str
+    activities: list[Callable[..., Any]]
+    workflow: type
+    child_workflows: list[type]
+    task_queue_activities: dict[TaskQueue | str, list[Callable[..., Any]]]
+
+    def __init__(
+        self,
+        task_queue: TaskQueue | str,
+        activities: list[Callable[..., Any]],
+        workflow: type,
+        child_workflows: list[type] | None = None,
+        task_queue_activities: dict[TaskQueue | str, list[Callable[..., Any]]] | None = None,
+    ) -> None:
+        """Creates the action.
+
+        Args:
+            task_queue: The queue for the workflows and ``activities``.
+            activities: The activity functions.
+            workflow: The main workflow class, decorated with ``@workflow.defn``.
+            child_workflows: Child workflow classes, each decorated with ``@workflow.defn``.
+            task_queue_activities: Activities to register on other queues, by queue.
+
+        Raises:
+            TypeError: ``activities`` is not a list of callables, ``child_workflows`` is not a
+                list, ``task_queue_activities`` is not a dict of such lists, or a workflow class
+                lacks ``@workflow.defn`` (or the main workflow is dynamic).
+        """
+        if not isinstance(activities, list) or not all(callable(a) for a in activities):
+            raise TypeError("activities must be a list of callable functions")
+        child_workflows = child_workflows if child_workflows is not None else []
+        if not isinstance(child_workflows, list):
+            raise TypeError("child_workflows must be a list")
+        task_queue_activities = task_queue_activities if task_queue_activities is not None else {}
+        if not isinstance(task_queue_activities, dict):
+            raise TypeError("task_queue_activities must be a dict")
+        if not all(
+            isinstance(queue_activities, list) and all(callable(a) for a in queue_activities)
+            for queue_activities in task_queue_activities.values()
+        ):
+            raise TypeError("task_queue_activities values must be lists of callable functions")
+        if not _queue_name(task_queue):
+            raise TypeError("task_queue must be a TaskQueue or a non-empty string")
+        if _definition(workflow, "workflow").name is None:
+            raise TypeError(
+                f"workflow {workflow.__qualname__} is a dynamic workflow; an action needs a "
+                "named @workflow.defn class"
+            )
+        for child in child_workflows:
+            _definition(child, "child workflow")
+
+        self.task_queue = task_queue
+        self.activities = activities
+        self.workflow = workflow
+        self.child_workflows = child_workflows
+        self.task_queue_activities = task_queue_activities
+
+    def __repr__(self) -> str:
+        return (
+            f"Action(task_queue={_queue_name(self.task_queue)!r}, "
+            f"workflow={self.workflow_name!r}, activities={len(self.activities)})"
+        )
+
+    @property
+    def task_queue_name(self) -> str:
+        """The plain name of ``task_queue``, e.g. ``'cpu-task-queue'``."""
+        return _queue_name(self.task_queue)
+
+    @property
+    def workflow_name(self) -> str:
+        """The workflow type name: the ``@workflow.defn`` name, the class name by default."""
+        name = _Definition.must_from_class(self.workflow).name
+        assert name is not None  # dynamic workflows are rejected in __init__
+        return name
+
+    @property
+    def run_arg_type(self) -> Any:
+        """The type hint of the main workflow's run argument (after self), or None."""
+        return _run_hints(self.workflow)[0]
+
+    @property
+    def run_return_type(self) -> Any:
+        """The return type hint of the main workflow's run method, or None."""
+        return _run_hints(self.workflow)[1]
+
+    def all_workflows(self) -> list[type]:
+        """Returns the main workflow followed by the child workflows."""
+        return [self.workflow, *self.child_workflows]
+
+
+def _run_hints(cls: type) -> tuple[Any, Any]:
+    """Returns (first argument type, return type) of a workflow's run method, None if unset."""
+    defn = _Definition.must_from_class(cls)
+    run_fn = defn.run_fn
+    params = [
+        p
+        for p in list(inspect.signature(run_fn).parameters.values())[1:]
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    try:
+        hints = typing.get_type_hints(run_fn)
+    except (NameError, TypeError, AttributeError):
+        # A hint that only resolves under TYPE_CHECKING; temporalio may still know the types.
+        arg_types = defn.arg_types or []
+        return (arg_types[0] if params and arg_types else None, defn.ret_type)
+    arg_type = hints.get(params[0].name) if params else None
+    return arg_type, hints.get("return")
+
+
+class ActionEntryPoint(BaseModel):
+    """The ``nomad.plugin`` entry point of an action.
+
+    Plugins subclass it and override :meth:`load`, importing the action lazily::
+
+        class MyActionEntryPoint(ActionEntryPoint):
+            def load(self):
+                from .myaction import my_action
+
+                return my_action
+
+        my_action = MyActionEntryPoint(name="My action", task_queue=TaskQueue.CPU)
+
+    Attributes:
+        id: The entry point's value, e.g. ``'nomad_example.actions.myaction:my_action'``;
+            set on discovery.
+        name: Display name; ``start_action(action_name=...)`` also matches it.
+        description: What the action does.
+        plugin_package: The distribution that provides it; set on discovery.
+        entry_point_type: Always ``'action'``.
+        task_queue: The queue the action runs on.
+        users: User ids allowed to run it, or None for everyone.
+        groups: Group ids allowed to run it, or None for everyone.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="allow")
+
+    id: str | None = None
+    name: str | None = None
+    description: str | None = None
+    plugin_package: str | None = None
+    entry_point_type: Literal["action"] = "action"
+    task_queue: TaskQueue | str = TaskQueue.CPU
+    users: list[str] | None = None
+    groups: list[str] | None = None
+
+    def load(self) -> Action:
+        """Returns the action; subclasses override this.
+
+        Raises:
+            NotImplementedError: Always, in this base class.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must override load() to return an Action")
+
+
+def is_action_entry_point(obj: object) -> bool:
+    """Tells whether ``obj`` looks like an action entry point.
+
+    Decided by shape, not class, so upstream ``nomad-lab`` entry points count: a callable
+    ``load`` and ``entry_point_type == 'action'``.
+
+    Args:
+        obj: Any object, e.g. a loaded ``nomad.plugin`` entry point.
+
+    Returns:
+        True for an action entry point instance.
+    """
+    if isinstance(obj, type):
+        return False
+    return callable(getattr(obj, "load", None)) and getattr(obj, "entry_point_type", None) == (
+        "action"
+    )
+
+
+def is_action(obj: object) -> bool:
+    """Tells whether ``obj`` looks like an action (``task_queue``, ``activities``, ``workflow``).
+
+    Args:
+        obj: Any object, e.g. what an entry point's ``load()`` returned.
+
+    Returns:
+        True for an action instance, ours or upstream's.
+    """
+    if isinstance(obj, type):
+        return False
+    return all(hasattr(obj, name) for name in ("task_queue", "activities", "workflow"))

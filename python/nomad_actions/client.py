@@ -1,0 +1,518 @@
+"""Start and follow actions: `start_action`, `get_action_status` and friends.
+
+Every function has a synchronous form, for ELN `normalize()` code, and an `_async`
+twin that returns an awaitable. The synchronous forms block the calling thread on
+the Rust runtime with the GIL released; they never call `asyncio.run`, so they work
+in plain threads and inside a running event loop's thread alike.
+
+Both forms share one implementation: each operation is a generator that yields the
+native calls it needs (`lambda blocking: ...`) and returns the final value; `_sync`
+and `_async` drive it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Callable, Generator
+from datetime import datetime, timezone
+from functools import lru_cache
+from typing import Any, TypeVar
+
+import pydantic
+import pydantic_core
+from temporalio.client import WorkflowExecutionStatus
+
+from nomad_actions import _core
+from nomad_actions.config import ConnectionConfig, get_config
+from nomad_actions.errors import (
+    ActionFailedError,
+    ActionInputError,
+    ActionPermissionError,
+)
+from nomad_actions.registry import (
+    get_action_entry_point,
+    load_action,
+    resolve_action_id,
+)
+
+__all__ = [
+    "ActionExecution",
+    "ActionProgress",
+    "get_action_progress",
+    "get_action_progress_async",
+    "get_action_result",
+    "get_action_result_async",
+    "get_action_status",
+    "get_action_status_async",
+    "list_actions",
+    "list_actions_async",
+    "query_action",
+    "query_action_async",
+    "signal_action",
+    "signal_action_async",
+    "start_action",
+    "start_action_async",
+    "stop_action",
+    "stop_action_async",
+    "terminate_action",
+    "terminate_action_async",
+]
+
+#: Memo keys under which the owner and the action are recorded on each workflow.
+MEMO_USER_ID = "nomad_user_id"
+MEMO_ACTION_ID = "nomad_action_id"
+
+T = TypeVar("T")
+# A native call: given `blocking`, returns the value (True) or an awaitable (False).
+NativeCall = Callable[[bool], Any]
+Op = Generator[NativeCall, Any, T]
+
+
+def _sync(op: Op[T]) -> T:
+    try:
+        call = next(op)
+        while True:
+            call = op.send(call(True))
+    except StopIteration as stop:
+        return stop.value
+
+
+async def _async(op: Op[T]) -> T:
+    try:
+        call = next(op)
+        while True:
+            call = op.send(await call(False))
+    except StopIteration as stop:
+        return stop.value
+
+
+@lru_cache(maxsize=8)
+def _client_for(config: ConnectionConfig) -> Any:
+    # The Rust side keeps one connection per configuration; this only saves re-creating
+    # the small handle object.
+    return _core.ClientRef(config)
+
+
+def _client() -> Any:
+    return _client_for(get_config())
+
+
+@lru_cache(maxsize=256)
+def _adapter(tp: Any) -> pydantic.TypeAdapter[Any]:
+    return pydantic.TypeAdapter(tp)
+
+
+def to_jsonable(value: Any, tp: Any = None) -> Any:
+    """Turn a Pydantic model, dataclass or plain value into JSON-compatible data, as
+    temporalio's Pydantic payload converter would serialise it."""
+    if tp is not None:
+        return _adapter(tp).dump_python(value, mode="json")
+    return pydantic_core.to_jsonable_python(value)
+
+
+def _field_errors(err: pydantic.ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(input)"
+        parts.append(f'field "{loc}": {e["msg"]}')
+    return "; ".join(parts)
+
+
+def _validate_input(action_id: str, tp: Any, data: Any) -> Any:
+    if tp is None:
+        return data
+    if data is None:
+        raise ActionInputError(f'Action "{action_id}" needs input data, got None')
+    if dataclasses.is_dataclass(data) and not isinstance(data, type) and not isinstance(data, tp):
+        data = dataclasses.asdict(data)
+    elif isinstance(data, pydantic.BaseModel) and not isinstance(data, tp):
+        data = data.model_dump()
+    try:
+        return _adapter(tp).validate_python(data)
+    except pydantic.ValidationError as err:
+        raise ActionInputError(
+            f'Invalid input for action "{action_id}": {_field_errors(err)}'
+        ) from None
+
+
+def _user_id_of(data: Any) -> str | None:
+    value = data.get("user_id") if isinstance(data, dict) else getattr(data, "user_id", None)
+    return None if value is None else str(value)
+
+
+def _prepare_start(
+    action_id: str | None, data: Any, action_name: str | None, workflow_id: str | None
+) -> dict[str, Any]:
+    aid = resolve_action_id(action_id=action_id, action_name=action_name)
+    action = load_action(aid)
+    get_action_entry_point(aid)  # raises UnknownActionError for ids that vanished
+    tp = action.run_arg_type
+    validated = _validate_input(aid, tp, data)
+    user_id = _user_id_of(validated)
+    if not user_id:
+        raise ActionInputError(f'Input for action "{aid}" must carry a user_id')
+    queue = action.task_queue
+    return {
+        "workflow_id": workflow_id or f"{aid}-{user_id}-{uuid.uuid4()}",
+        "workflow_type": action.workflow_name,
+        "task_queue": getattr(queue, "value", queue),
+        "args": [to_jsonable(validated, tp)],
+        "memo": {MEMO_USER_ID: user_id, MEMO_ACTION_ID: aid},
+    }
+
+
+def _start(action_id: Any, data: Any, action_name: Any, workflow_id: Any) -> Op[str]:
+    request = _prepare_start(action_id, data, action_name, workflow_id)
+    client = _client()
+    yield lambda blocking: client.start_workflow(request, blocking)
+    return request["workflow_id"]
+
+
+def start_action(
+    action_id: str | None = None,
+    data: Any = None,
+    *,
+    action_name: str | None = None,
+    workflow_id: str | None = None,
+) -> str:
+    """Start an action and return its workflow id.
+
+    Args:
+        action_id: the action's id, its entry point value ('pkg.module:attr').
+        data: the workflow input: a Pydantic model, dataclass or dict, validated against
+            the type of the workflow's run argument before anything is sent. Must carry
+            `user_id`.
+        action_name: upstream NOMAD 2.x spelling; an id or an entry point `name`.
+        workflow_id: use this id instead of `f'{action_id}-{user_id}-{uuid4()}'`.
+
+    Returns:
+        The workflow id.
+
+    Raises:
+        UnknownActionError: no such action (the message lists the known ids).
+        ActionInputError: the data does not fit the input type (names the field).
+        TemporalConnectionError: the server cannot be reached.
+        WorkflowAlreadyStartedError: `workflow_id` is already running.
+    """
+    return _sync(_start(action_id, data, action_name, workflow_id))
+
+
+async def start_action_async(
+    action_id: str | None = None,
+    data: Any = None,
+    *,
+    action_name: str | None = None,
+    workflow_id: str | None = None,
+) -> str:
+    """Async twin of `start_action`."""
+    return await _async(_start(action_id, data, action_name, workflow_id))
+
+
+def _check_owner(workflow_id: str, description: dict[str, Any], user_id: str | None) -> None:
+    if user_id is None:
+        return
+    owner = description["memo"].get(MEMO_USER_ID)
+    if owner is None:
+        # Started without our memo (e.g. by upstream NOMAD): its id still names the owner.
+        allowed = f"-{user_id}-" in workflow_id
+    else:
+        allowed = str(owner) == str(user_id)
+    if not allowed:
+        raise ActionPermissionError(
+            f'User "{user_id}" may not access action "{workflow_id}": it belongs to another user'
+        )
+
+
+def _describe(workflow_id: str, user_id: str | None) -> Op[dict[str, Any]]:
+    client = _client()
+    description = yield lambda blocking: client.describe(workflow_id, blocking)
+    _check_owner(workflow_id, description, user_id)
+    return description
+
+
+def _status(workflow_id: str, user_id: str | None) -> Op[WorkflowExecutionStatus]:
+    description = yield from _describe(workflow_id, user_id)
+    return WorkflowExecutionStatus(description["status"])
+
+
+def get_action_status(workflow_id: str, user_id: str | None = None) -> WorkflowExecutionStatus:
+    """Return the status of an action (RUNNING, COMPLETED, FAILED, CANCELED, ...).
+
+    Args:
+        workflow_id: as returned by `start_action`.
+        user_id: when given, the action must belong to this user.
+
+    Raises:
+        WorkflowNotFoundError: Temporal does not know the id (a `LookupError`).
+        ActionPermissionError: the action belongs to someone else (a `PermissionError`).
+    """
+    return _sync(_status(workflow_id, user_id))
+
+
+async def get_action_status_async(
+    workflow_id: str, user_id: str | None = None
+) -> WorkflowExecutionStatus:
+    """Async twin of `get_action_status`."""
+    return await _async(_status(workflow_id, user_id))
+
+
+def _return_type(action_id: Any) -> Any:
+    if not action_id:
+        return None
+    try:
+        return load_action(str(action_id)).run_return_type
+    except Exception:
+        return None
+
+
+def _result(workflow_id: str, user_id: str | None, timeout: float | None) -> Op[Any]:
+    description = yield from _describe(workflow_id, user_id)
+    client = _client()
+    outcome = yield lambda blocking: client.result(workflow_id, None, timeout, blocking)
+    status = WorkflowExecutionStatus(outcome["status"])
+    if status != WorkflowExecutionStatus.COMPLETED:
+        failure = outcome["failure"] or {}
+        message = failure.get("message") or status.name
+        causes = failure.get("causes") or []
+        detail = ": ".join([message, *causes])
+        raise ActionFailedError(
+            f'Action "{workflow_id}" ended {status.name}: {detail}',
+            workflow_id=workflow_id,
+            status=status,
+            failure_message=message,
+            failure_type=failure.get("failure_type") or None,
+            causes=causes,
+        )
+    tp = _return_type(description["memo"].get(MEMO_ACTION_ID))
+    value = outcome["result"]
+    if tp is None:
+        return value
+    return _adapter(tp).validate_python(value)
+
+
+def get_action_result(
+    workflow_id: str, user_id: str | None = None, timeout: float | None = None
+) -> Any:
+    """Wait for an action to finish and return its result.
+
+    The result is converted to the workflow run method's return type when it is
+    annotated (Pydantic model, dataclass, ...), else returned as plain JSON data.
+
+    Args:
+        workflow_id: as returned by `start_action`.
+        user_id: when given, the action must belong to this user.
+        timeout: seconds to wait at most; None waits until it ends.
+
+    Raises:
+        ActionFailedError: the action FAILED, was CANCELED, TERMINATED or TIMED_OUT;
+            carries Temporal's failure message.
+        TimeoutError: `timeout` passed first.
+        WorkflowNotFoundError, ActionPermissionError: as for `get_action_status`.
+    """
+    return _sync(_result(workflow_id, user_id, timeout))
+
+
+async def get_action_result_async(
+    workflow_id: str, user_id: str | None = None, timeout: float | None = None
+) -> Any:
+    """Async twin of `get_action_result`."""
+    return await _async(_result(workflow_id, user_id, timeout))
+
+
+def _stop(workflow_id: str, user_id: str | None, reason: str) -> Op[None]:
+    yield from _describe(workflow_id, user_id)
+    client = _client()
+    yield lambda blocking: client.cancel(workflow_id, reason, blocking)
+
+
+def stop_action(workflow_id: str, user_id: str | None = None, reason: str = "") -> None:
+    """Request cancellation of an action. Its activities see the cancellation at their
+    next heartbeat; the status becomes CANCELED once the workflow has cleaned up."""
+    _sync(_stop(workflow_id, user_id, reason))
+
+
+async def stop_action_async(workflow_id: str, user_id: str | None = None, reason: str = "") -> None:
+    """Async twin of `stop_action`."""
+    await _async(_stop(workflow_id, user_id, reason))
+
+
+def _terminate(workflow_id: str, user_id: str | None, reason: str) -> Op[None]:
+    yield from _describe(workflow_id, user_id)
+    client = _client()
+    yield lambda blocking: client.terminate(workflow_id, reason, blocking)
+
+
+def terminate_action(workflow_id: str, user_id: str | None = None, reason: str = "") -> None:
+    """End an action at once, without letting it clean up (status TERMINATED)."""
+    _sync(_terminate(workflow_id, user_id, reason))
+
+
+async def terminate_action_async(
+    workflow_id: str, user_id: str | None = None, reason: str = ""
+) -> None:
+    """Async twin of `terminate_action`."""
+    await _async(_terminate(workflow_id, user_id, reason))
+
+
+def _signal(workflow_id: str, signal: str, data: Any, user_id: str | None) -> Op[None]:
+    yield from _describe(workflow_id, user_id)
+    client = _client()
+    args = [] if data is None else [to_jsonable(data)]
+    yield lambda blocking: client.signal(workflow_id, signal, args, blocking)
+
+
+def signal_action(
+    workflow_id: str, signal: str, data: Any = None, user_id: str | None = None
+) -> None:
+    """Send the signal `signal` (a `@workflow.signal` name) with optional data."""
+    _sync(_signal(workflow_id, signal, data, user_id))
+
+
+async def signal_action_async(
+    workflow_id: str, signal: str, data: Any = None, user_id: str | None = None
+) -> None:
+    """Async twin of `signal_action`."""
+    await _async(_signal(workflow_id, signal, data, user_id))
+
+
+def _query(workflow_id: str, query: str, data: Any, user_id: str | None) -> Op[Any]:
+    yield from _describe(workflow_id, user_id)
+    client = _client()
+    args = [] if data is None else [to_jsonable(data)]
+    return (yield lambda blocking: client.query(workflow_id, query, args, blocking))
+
+
+def query_action(workflow_id: str, query: str, data: Any = None, user_id: str | None = None) -> Any:
+    """Run the `@workflow.query` handler `query` of a running action; returns its answer."""
+    return _sync(_query(workflow_id, query, data, user_id))
+
+
+async def query_action_async(
+    workflow_id: str, query: str, data: Any = None, user_id: str | None = None
+) -> Any:
+    """Async twin of `query_action`."""
+    return await _async(_query(workflow_id, query, data, user_id))
+
+
+def _time(seconds: float | None) -> datetime | None:
+    return None if seconds is None else datetime.fromtimestamp(seconds, tz=timezone.utc)
+
+
+@dataclasses.dataclass(frozen=True)
+class ActionExecution:
+    """One action run, as listed by `list_actions`."""
+
+    workflow_id: str
+    run_id: str
+    action_id: str | None
+    user_id: str | None
+    status: WorkflowExecutionStatus
+    workflow_type: str
+    task_queue: str
+    start_time: datetime | None
+    close_time: datetime | None
+
+    @classmethod
+    def _from_native(cls, d: dict[str, Any]) -> ActionExecution:
+        memo = d["memo"]
+        action_id, user_id = memo.get(MEMO_ACTION_ID), memo.get(MEMO_USER_ID)
+        return cls(
+            workflow_id=d["workflow_id"],
+            run_id=d["run_id"],
+            action_id=None if action_id is None else str(action_id),
+            user_id=None if user_id is None else str(user_id),
+            status=WorkflowExecutionStatus(d["status"]),
+            workflow_type=d["workflow_type"],
+            task_queue=d["task_queue"],
+            start_time=_time(d["start_time"]),
+            close_time=_time(d["close_time"]),
+        )
+
+
+_STATUS_QUERY_NAMES = {
+    WorkflowExecutionStatus.RUNNING: "Running",
+    WorkflowExecutionStatus.COMPLETED: "Completed",
+    WorkflowExecutionStatus.FAILED: "Failed",
+    WorkflowExecutionStatus.CANCELED: "Canceled",
+    WorkflowExecutionStatus.TERMINATED: "Terminated",
+    WorkflowExecutionStatus.CONTINUED_AS_NEW: "ContinuedAsNew",
+    WorkflowExecutionStatus.TIMED_OUT: "TimedOut",
+}
+
+
+def _status_filter(status: WorkflowExecutionStatus | str | int) -> str:
+    if isinstance(status, str) and not isinstance(status, WorkflowExecutionStatus):
+        try:
+            status = WorkflowExecutionStatus[status.upper()]
+        except KeyError:
+            names = ", ".join(s.name for s in _STATUS_QUERY_NAMES)
+            raise ValueError(f"Unknown status {status!r}; use one of {names}") from None
+    return f'ExecutionStatus="{_STATUS_QUERY_NAMES[WorkflowExecutionStatus(status)]}"'
+
+
+def _list(
+    user_id: str | None, action_id: str | None, status: Any, limit: int
+) -> Op[list[ActionExecution]]:
+    query = "" if status is None else _status_filter(status)
+    memo_filter: dict[str, Any] = {}
+    if user_id is not None:
+        memo_filter[MEMO_USER_ID] = str(user_id)
+    if action_id is not None:
+        memo_filter[MEMO_ACTION_ID] = action_id
+    client = _client()
+    rows = yield lambda blocking: client.list(query, memo_filter, limit, blocking)
+    return [ActionExecution._from_native(row) for row in rows]
+
+
+def list_actions(
+    user_id: str | None = None,
+    action_id: str | None = None,
+    status: WorkflowExecutionStatus | str | None = None,
+    limit: int = 100,
+) -> list[ActionExecution]:
+    """List action runs, newest first.
+
+    Args:
+        user_id: only this user's actions.
+        action_id: only runs of this action.
+        status: only runs in this status (enum or its name, e.g. 'RUNNING').
+        limit: at most this many.
+
+    Note: Temporal's list is eventually consistent; a just-started action can take a
+    moment to appear.
+    """
+    return _sync(_list(user_id, action_id, status, limit))
+
+
+async def list_actions_async(
+    user_id: str | None = None,
+    action_id: str | None = None,
+    status: WorkflowExecutionStatus | str | None = None,
+    limit: int = 100,
+) -> list[ActionExecution]:
+    """Async twin of `list_actions`."""
+    return await _async(_list(user_id, action_id, status, limit))
+
+
+@dataclasses.dataclass(frozen=True)
+class ActionProgress:
+    """Status of an action with the last heartbeat details of its pending activities."""
+
+    status: WorkflowExecutionStatus
+    activities: list[dict[str, Any]]
+
+
+def _progress(workflow_id: str, user_id: str | None) -> Op[ActionProgress]:
+    d = yield from _describe(workflow_id, user_id)
+    return ActionProgress(WorkflowExecutionStatus(d["status"]), d["pending_activities"])
+
+
+def get_action_progress(workflow_id: str, user_id: str | None = None) -> ActionProgress:
+    """Status plus pending activities (id, type, attempt, heartbeat details)."""
+    return _sync(_progress(workflow_id, user_id))
+
+
+async def get_action_progress_async(workflow_id: str, user_id: str | None = None) -> ActionProgress:
+    """Async twin of `get_action_progress`."""
+    return await _async(_progress(workflow_id, user_id))

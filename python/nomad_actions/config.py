@@ -1,0 +1,296 @@
+"""Task queues and the Temporal connection settings.
+
+The dataclasses here mirror the Rust ``FromPyObject`` structs: only flat values and bytes
+cross into Rust, so certificate files are read here and durations carry a ``_millis`` suffix.
+
+The current connection settings come from :func:`configure` when it was called, else from the
+environment (``NOMAD_TEMPORAL_HOST``, ``NOMAD_TEMPORAL_PORT``, ``NOMAD_TEMPORAL_NAMESPACE``,
+``NOMAD_TEMPORAL_API_KEY``), read each time :func:`get_config` is called.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ConnectionConfig",
+    "TaskQueue",
+    "TlsConfig",
+    "configure",
+    "get_config",
+    "reset_config",
+    "task_queue_name",
+]
+
+DEFAULT_HOST = "localhost"
+DEFAULT_PORT = 7233
+DEFAULT_NAMESPACE = "default"
+DEFAULT_CONNECT_TIMEOUT_MILLIS = 5000
+
+ENV_HOST = "NOMAD_TEMPORAL_HOST"
+ENV_PORT = "NOMAD_TEMPORAL_PORT"
+ENV_NAMESPACE = "NOMAD_TEMPORAL_NAMESPACE"
+ENV_API_KEY = "NOMAD_TEMPORAL_API_KEY"
+
+
+class TaskQueue(str, Enum):
+    """The task queues NOMAD workers listen on."""
+
+    CPU = "cpu-task-queue"
+    GPU = "gpu-task-queue"
+    NOMAD_INTERNAL_WORKFLOWS = "nomad-internal-workflows-task-queue"
+
+
+def task_queue_name(task_queue: TaskQueue | str) -> str:
+    """Returns the plain queue name of a ``TaskQueue`` member or a string.
+
+    ``str(TaskQueue.CPU)`` is ``'TaskQueue.CPU'`` on some Python versions, so use this
+    wherever the name is sent to Temporal.
+
+    Args:
+        task_queue: A ``TaskQueue`` member or a queue name.
+
+    Returns:
+        The queue name, e.g. ``'cpu-task-queue'``.
+    """
+    if isinstance(task_queue, Enum):
+        return str(task_queue.value)
+    return str(task_queue)
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """TLS settings for the Temporal connection.
+
+    Holds the certificate contents as bytes: :func:`configure` reads the file paths it is given,
+    and Rust only ever gets bytes. Fields left None use the system roots / no client auth.
+
+    Attributes:
+        server_root_ca_cert: PEM of the CA that signed the server certificate.
+        client_cert: PEM of the client certificate (mTLS).
+        client_private_key: PEM of the client private key (mTLS).
+        domain: Server name to verify instead of the host.
+    """
+
+    server_root_ca_cert: bytes | None = None
+    client_cert: bytes | None = None
+    client_private_key: bytes | None = field(default=None, repr=False)
+    domain: str | None = None
+
+
+def _default_identity() -> str:
+    return f"{os.getpid()}@{socket.gethostname()}"
+
+
+def _check_port(value: Any, source: str) -> int:
+    """Returns ``value`` as a port number, or raises ValueError naming ``source``."""
+    port: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        port = value
+    elif isinstance(value, str) and value.strip().isdigit():
+        port = int(value.strip())
+    if port is None or not 1 <= port <= 65535:
+        raise ValueError(f"{source} must be an integer from 1 to 65535, got {value!r}")
+    return port
+
+
+@dataclass(frozen=True)
+class ConnectionConfig:
+    """How to reach the Temporal server.
+
+    Attributes:
+        host: Server host name.
+        port: Server port (1 to 65535).
+        namespace: Temporal namespace.
+        api_key: API key sent as a bearer token, or None.
+        tls: TLS settings, or None for a plain connection.
+        connect_timeout_millis: Connection timeout in milliseconds.
+        identity: Client/worker identity shown in Temporal, ``pid@hostname`` by default.
+    """
+
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    namespace: str = DEFAULT_NAMESPACE
+    api_key: str | None = field(default=None, repr=False)
+    tls: TlsConfig | None = None
+    connect_timeout_millis: int = DEFAULT_CONNECT_TIMEOUT_MILLIS
+    identity: str = field(default_factory=_default_identity)
+
+    def __post_init__(self) -> None:
+        _check_port(self.port, "port")
+        if not self.host:
+            raise ValueError("host must not be empty")
+        if not self.namespace:
+            raise ValueError("namespace must not be empty")
+        if self.connect_timeout_millis <= 0:
+            raise ValueError(
+                f"connect_timeout_millis must be positive, got {self.connect_timeout_millis!r}"
+            )
+
+    @property
+    def target_url(self) -> str:
+        """``http://host:port``, or ``https://host:port`` when TLS or an API key is set."""
+        scheme = "https" if self.tls is not None or self.api_key else "http"
+        return f"{scheme}://{self.address}"
+
+    @property
+    def address(self) -> str:
+        """``host:port``."""
+        return f"{self.host}:{self.port}"
+
+
+_lock = threading.Lock()
+_configured: ConnectionConfig | None = None
+
+
+def _env(name: str) -> str | None:
+    """Returns the environment variable, treating an empty value as unset."""
+    value = os.environ.get(name)
+    return value if value else None
+
+
+def _config_from_env() -> ConnectionConfig:
+    port_raw = _env(ENV_PORT)
+    port = DEFAULT_PORT if port_raw is None else _check_port(port_raw, ENV_PORT)
+    return ConnectionConfig(
+        host=_env(ENV_HOST) or DEFAULT_HOST,
+        port=port,
+        namespace=_env(ENV_NAMESPACE) or DEFAULT_NAMESPACE,
+        api_key=_env(ENV_API_KEY),
+    )
+
+
+def get_config() -> ConnectionConfig:
+    """Returns the current connection settings.
+
+    Returns:
+        The settings from the last :func:`configure` call, or, if there was none (or
+        :func:`reset_config` dropped it), settings read from the environment now.
+
+    Raises:
+        ValueError: ``NOMAD_TEMPORAL_PORT`` is not a port number.
+    """
+    with _lock:
+        configured = _configured
+    return configured if configured is not None else _config_from_env()
+
+
+def reset_config() -> None:
+    """Drops the settings made by :func:`configure`, going back to the environment."""
+    global _configured
+    with _lock:
+        _configured = None
+
+
+def _read(path: str | os.PathLike[str]) -> bytes:
+    return Path(path).read_bytes()
+
+
+def _tls_from_arg(tls: bool | TlsConfig | Mapping[str, Any] | None) -> TlsConfig | None:
+    if tls is None or tls is False:
+        return None
+    if tls is True:
+        return TlsConfig()
+    if isinstance(tls, TlsConfig):
+        return tls
+    if isinstance(tls, Mapping):
+        known = {f.name for f in dataclasses.fields(TlsConfig)}
+        unknown = sorted(set(tls) - known)
+        if unknown:
+            raise TypeError(
+                f"tls got unknown keys {', '.join(unknown)}; expected some of "
+                f"{', '.join(sorted(known))}"
+            )
+        values = {
+            k: v.encode() if isinstance(v, str) and k != "domain" else v for k, v in tls.items()
+        }
+        return TlsConfig(**values)
+    raise TypeError(f"tls must be a bool, TlsConfig, dict or None, got {type(tls).__name__}")
+
+
+def configure(
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    namespace: str | None = None,
+    api_key: str | None = None,
+    tls: bool | TlsConfig | Mapping[str, Any] | None = None,
+    connect_timeout: float | None = None,
+    tls_server_ca_cert_path: str | os.PathLike[str] | None = None,
+    tls_client_cert_path: str | os.PathLike[str] | None = None,
+    tls_client_key_path: str | os.PathLike[str] | None = None,
+    tls_server_name: str | None = None,
+) -> ConnectionConfig:
+    """Changes the connection settings used from now on.
+
+    Only the arguments given (not None) change; the rest keep their current values
+    (see :func:`get_config`). The result stays in effect until :func:`reset_config`.
+
+    Args:
+        host: Server host name.
+        port: Server port, 1 to 65535.
+        namespace: Temporal namespace.
+        api_key: API key; an empty string removes it.
+        tls: True for TLS with system roots, False for no TLS, or a ``TlsConfig`` or a dict of
+            its fields (PEM strings are encoded to bytes).
+        connect_timeout: Connection timeout in seconds.
+        tls_server_ca_cert_path: File with the server CA certificate (PEM); implies TLS.
+        tls_client_cert_path: File with the client certificate (PEM); implies TLS.
+        tls_client_key_path: File with the client private key (PEM); implies TLS.
+        tls_server_name: Server name to verify; implies TLS.
+
+    Returns:
+        The new settings.
+
+    Raises:
+        ValueError: A value is out of range (the message names the argument).
+        TypeError: ``tls`` has the wrong type or unknown keys.
+        OSError: A certificate file cannot be read.
+    """
+    global _configured
+    changes: dict[str, Any] = {}
+    if host is not None:
+        changes["host"] = host
+    if port is not None:
+        changes["port"] = _check_port(port, "port")
+    if namespace is not None:
+        changes["namespace"] = namespace
+    if api_key is not None:
+        changes["api_key"] = api_key or None
+    if connect_timeout is not None:
+        if not connect_timeout > 0:
+            raise ValueError(f"connect_timeout must be positive seconds, got {connect_timeout!r}")
+        changes["connect_timeout_millis"] = max(1, round(connect_timeout * 1000))
+
+    tls_changes: dict[str, Any] = {}
+    if tls_server_ca_cert_path is not None:
+        tls_changes["server_root_ca_cert"] = _read(tls_server_ca_cert_path)
+    if tls_client_cert_path is not None:
+        tls_changes["client_cert"] = _read(tls_client_cert_path)
+    if tls_client_key_path is not None:
+        tls_changes["client_private_key"] = _read(tls_client_key_path)
+    if tls_server_name is not None:
+        tls_changes["domain"] = tls_server_name
+
+    current = get_config()
+
+    if tls is not None:
+        changes["tls"] = _tls_from_arg(tls)
+    if tls_changes:
+        if changes.get("tls") is None and tls is False:
+            raise ValueError("tls=False conflicts with the tls_* certificate arguments")
+        base = changes.get("tls") or current.tls or TlsConfig()
+        changes["tls"] = dataclasses.replace(base, **tls_changes)
+
+    new = dataclasses.replace(current, **changes)
+    with _lock:
+        _configured = new
+    return new

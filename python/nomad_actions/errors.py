@@ -1,0 +1,154 @@
+"""Exceptions raised by nomad-actions.
+
+Every exception shares the base :class:`NomadActionsError`. The Rust extension raises these
+classes by name, so their names are part of the API. Each constructor takes the message first,
+so ``Cls("text")`` always works (that is how Rust builds them, setting attributes afterwards);
+the extra attributes are optional keywords. Pickling keeps the attributes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from temporalio.client import WorkflowExecutionStatus
+
+__all__ = [
+    "ActionFailedError",
+    "ActionInputError",
+    "ActionLoadError",
+    "ActionPermissionError",
+    "AmbiguousActionError",
+    "NomadActionsError",
+    "PayloadError",
+    "RPCError",
+    "TemporalConnectionError",
+    "UnknownActionError",
+    "WorkflowAlreadyStartedError",
+    "WorkflowNotFoundError",
+]
+
+
+class NomadActionsError(Exception):
+    """Base class of every nomad-actions error."""
+
+
+class ActionLoadError(NomadActionsError):
+    """An action entry point failed to load or did not return an Action."""
+
+
+class UnknownActionError(NomadActionsError, LookupError):
+    """No installed or registered action has the requested id or name.
+
+    Attributes:
+        action_id: The id or name that was looked up, if known.
+        known_ids: The ids that are available, sorted.
+    """
+
+    def __init__(
+        self, message: str, action_id: str | None = None, known_ids: Iterable[str] = ()
+    ) -> None:
+        super().__init__(message)
+        self.action_id = action_id
+        self.known_ids = sorted(known_ids)
+
+
+class AmbiguousActionError(UnknownActionError):
+    """An action name matches more than one action; ``known_ids`` lists the candidates."""
+
+
+class ActionInputError(NomadActionsError, ValueError):
+    """The input data of an action is invalid; the message names the action and the field.
+
+    Attributes:
+        action_id: The action whose input was rejected.
+        field: The offending field (for example ``user_id``), if known.
+    """
+
+    def __init__(
+        self, message: str, action_id: str | None = None, field: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.action_id = action_id
+        self.field = field
+
+
+class WorkflowNotFoundError(NomadActionsError, LookupError):
+    """Temporal does not know the workflow.
+
+    Attributes:
+        workflow_id: The workflow id that was not found.
+    """
+
+    def __init__(self, message: str, workflow_id: str | None = None) -> None:
+        super().__init__(message)
+        self.workflow_id = workflow_id
+
+
+class WorkflowAlreadyStartedError(NomadActionsError):
+    """A workflow with this id is already running.
+
+    Attributes:
+        workflow_id: The workflow id in use.
+    """
+
+    def __init__(self, message: str, workflow_id: str | None = None) -> None:
+        super().__init__(message)
+        self.workflow_id = workflow_id
+
+
+class PayloadError(NomadActionsError, ValueError):
+    """A payload could not be encoded or decoded (bad JSON, unknown encoding, bad key)."""
+
+
+class ActionPermissionError(NomadActionsError, PermissionError):
+    """The user may not run or see this action or workflow."""
+
+
+class TemporalConnectionError(NomadActionsError, ConnectionError):
+    """The Temporal server could not be reached."""
+
+
+class ActionFailedError(NomadActionsError):
+    """A workflow ended without a result (failed, cancelled, terminated or timed out).
+
+    Attributes:
+        message: The whole error text, as ``str(error)``.
+        workflow_id: The workflow id.
+        status: The final status, or None when unknown. An ``int`` is converted to
+            ``WorkflowExecutionStatus``.
+        failure_type: The failure's type, e.g. the ``ApplicationError`` type name.
+        failure_message: The workflow failure's own message (``message`` if not given).
+        causes: The messages of the failure's causes, outermost first.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        workflow_id: str | None = None,
+        status: WorkflowExecutionStatus | int | None = None,
+        failure_type: str | None = None,
+        *,
+        failure_message: str | None = None,
+        causes: Iterable[str] = (),
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.workflow_id = workflow_id
+        self.status = WorkflowExecutionStatus(status) if status is not None else None
+        self.failure_type = failure_type
+        self.failure_message = failure_message if failure_message is not None else message
+        self.causes = list(causes)
+
+
+class RPCError(NomadActionsError):
+    """A Temporal gRPC call failed.
+
+    Attributes:
+        message: The error text, as ``str(error)``.
+        code: The gRPC status code (0 to 16); 2 (UNKNOWN) unless set.
+    """
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = int(code)

@@ -1,0 +1,959 @@
+//! The Temporal client behind `start_action`, `get_action_status` and friends.
+//!
+//! One connection per [`ConnectionConfig`], opened lazily on first use and shared by every
+//! call and thread of the process (upstream NOMAD opens a new one per call). tonic's channel
+//! reconnects by itself when the server comes back after a restart. All RPCs are raw
+//! `WorkflowService` calls of temporalio-client; payloads are converted in [`crate::payload`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use pyo3::prelude::*;
+use serde_json::Value;
+use temporalio_client::{
+    ClientTlsOptions, Connection, ConnectionOptions, RetryOptions, TlsOptions,
+};
+use temporalio_common::protos::temporal::api::common::v1::{Memo, WorkflowExecution, WorkflowType};
+use temporalio_common::protos::temporal::api::enums::v1::{HistoryEventFilterType, TaskQueueKind};
+use temporalio_common::protos::temporal::api::failure::v1::{Failure, failure::FailureInfo};
+use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
+use temporalio_common::protos::temporal::api::query::v1::WorkflowQuery;
+use temporalio_common::protos::temporal::api::taskqueue::v1::TaskQueue;
+use temporalio_common::protos::temporal::api::workflowservice::v1::{
+    DescribeWorkflowExecutionRequest, GetWorkflowExecutionHistoryRequest,
+    ListWorkflowExecutionsRequest, QueryWorkflowRequest, RequestCancelWorkflowExecutionRequest,
+    SignalWorkflowExecutionRequest, StartWorkflowExecutionRequest,
+    TerminateWorkflowExecutionRequest,
+};
+use tokio::sync::OnceCell;
+use url::Url;
+
+use crate::errors::EngineError;
+use crate::payload::{self, Json};
+use crate::runtime::call;
+
+/// TLS material for a connection; bytes, read from files by the Python side.
+#[derive(FromPyObject, Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct TlsConfig {
+    pub server_root_ca_cert: Option<Vec<u8>>,
+    pub client_cert: Option<Vec<u8>>,
+    pub client_private_key: Option<Vec<u8>>,
+    pub domain: Option<String>,
+}
+
+/// Where and how to connect; twin of the Python dataclass `config.ConnectionConfig`.
+/// Equal configurations share one connection.
+#[derive(FromPyObject, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ConnectionConfig {
+    pub host: String,
+    pub port: u16,
+    pub namespace: String,
+    pub api_key: Option<String>,
+    pub tls: Option<TlsConfig>,
+    pub connect_timeout_millis: u64,
+    pub identity: String,
+}
+
+impl ConnectionConfig {
+    /// A plain-text configuration for `host:port` (tests, benches).
+    pub fn plain(host: &str, port: u16) -> Self {
+        ConnectionConfig {
+            host: host.to_string(),
+            port,
+            namespace: "default".to_string(),
+            api_key: None,
+            tls: None,
+            connect_timeout_millis: 5000,
+            identity: format!("{}@nomad-actions", std::process::id()),
+        }
+    }
+
+    /// The URL temporalio-client connects to; `https` whenever TLS or an API key is set.
+    pub fn target(&self) -> String {
+        let scheme = if self.tls.is_some() || self.api_key.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}:{}", self.host, self.port)
+    }
+
+    fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_millis.max(1))
+    }
+
+    fn options(&self) -> Result<ConnectionOptions, EngineError> {
+        let url = Url::parse(&self.target()).map_err(|e| {
+            EngineError::Config(format!("bad Temporal address {}: {e}", self.target()))
+        })?;
+        let tls = self.tls.as_ref().map(|t| {
+            let client = match (&t.client_cert, &t.client_private_key) {
+                (Some(cert), Some(key)) => Some(
+                    ClientTlsOptions::builder()
+                        .client_cert(cert.clone())
+                        .client_private_key(key.clone())
+                        .build(),
+                ),
+                _ => None,
+            };
+            TlsOptions::builder()
+                .maybe_server_root_ca_cert(t.server_root_ca_cert.clone())
+                .maybe_domain(t.domain.clone())
+                .maybe_client_tls_options(client)
+                .build()
+        });
+        // Retries of failed RPCs must end within the connect timeout, so that a server that
+        // is down gives a clear error instead of a long silent wait.
+        let retry = RetryOptions::builder()
+            .max_elapsed_time(Some(self.connect_timeout()))
+            .max_retries(3)
+            .build();
+        let identity = if self.identity.is_empty() {
+            format!("{}@nomad-actions", std::process::id())
+        } else {
+            self.identity.clone()
+        };
+        Ok(ConnectionOptions::new(url)
+            .identity(identity)
+            .maybe_tls_options(tls)
+            .maybe_api_key(self.api_key.clone())
+            .connect_timeout(self.connect_timeout())
+            .retry_options(retry)
+            // A single host: DNS load balancing only adds a resolver task.
+            .dns_load_balancing(None)
+            .build())
+    }
+}
+
+type ConnectionSlot = Arc<OnceCell<Connection>>;
+
+/// The process-wide connection cache. A slot is created per configuration; it stays empty
+/// until a connect succeeds, so a failed connect is retried on the next call.
+static CONNECTIONS: LazyLock<Mutex<HashMap<ConnectionConfig, ConnectionSlot>>> =
+    LazyLock::new(Default::default);
+
+fn slot(config: &ConnectionConfig) -> ConnectionSlot {
+    let mut map = CONNECTIONS.lock().unwrap_or_else(|p| p.into_inner());
+    map.entry(config.clone()).or_default().clone()
+}
+
+/// The shared connection for `config`, connecting on first use.
+pub async fn connection(config: &ConnectionConfig) -> Result<Connection, EngineError> {
+    let slot = slot(config);
+    let conn = slot
+        .get_or_try_init(|| async {
+            let target = config.target();
+            let options = config.options()?;
+            match tokio::time::timeout(config.connect_timeout(), Connection::connect(options)).await
+            {
+                Ok(Ok(conn)) => Ok(conn),
+                Ok(Err(err)) => Err(EngineError::Connect {
+                    target,
+                    reason: error_chain(&err),
+                }),
+                Err(_) => Err(EngineError::Connect {
+                    target,
+                    reason: format!("no answer within {} ms", config.connect_timeout_millis),
+                }),
+            }
+        })
+        .await?;
+    Ok(conn.clone())
+}
+
+/// Number of configurations with a live connection (for tests of the cache).
+pub fn open_connections() -> usize {
+    let map = CONNECTIONS.lock().unwrap_or_else(|p| p.into_inner());
+    map.values().filter(|slot| slot.initialized()).count()
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
+}
+
+/// Seconds since the epoch of a protobuf timestamp (several Timestamp types are in play:
+/// prost's and prost-wkt's, so take the two fields).
+macro_rules! seconds {
+    ($ts:expr) => {
+        $ts.as_ref()
+            .map(|t| t.seconds as f64 + f64::from(t.nanos) / 1e9)
+    };
+}
+
+fn memo_values(memo: Option<&Memo>) -> HashMap<String, Json> {
+    memo.map(|m| {
+        m.fields
+            .iter()
+            // A memo field we cannot read (another SDK's encoding) reads as None.
+            .map(|(k, p)| {
+                (
+                    k.clone(),
+                    Json(payload::from_payload(p).unwrap_or(Value::Null)),
+                )
+            })
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+fn payload_err(context: impl Into<String>) -> impl FnOnce(payload::PayloadError) -> EngineError {
+    let context = context.into();
+    move |source| EngineError::Payload { context, source }
+}
+
+/// What `start_workflow` needs; twin of a plain Python dict built by `client.py`.
+#[derive(FromPyObject, Debug)]
+#[pyo3(from_item_all)]
+pub struct StartRequest {
+    pub workflow_id: String,
+    pub workflow_type: String,
+    pub task_queue: String,
+    pub args: Vec<Json>,
+    pub memo: HashMap<String, Json>,
+}
+
+/// A failure as Temporal reports it, flattened for Python.
+#[derive(IntoPyObject, Debug, Clone, Default)]
+pub struct FailureDetails {
+    pub message: String,
+    /// `ApplicationError` type, or the failure kind (`TimeoutError`, `CanceledError`, ...).
+    pub failure_type: String,
+    pub non_retryable: bool,
+    pub stack_trace: String,
+    /// Messages of the causes, outermost first.
+    pub causes: Vec<String>,
+}
+
+impl FailureDetails {
+    fn from_failure(failure: &Failure) -> Self {
+        let (failure_type, non_retryable) = match &failure.failure_info {
+            Some(FailureInfo::ApplicationFailureInfo(info)) => {
+                (info.r#type.clone(), info.non_retryable)
+            }
+            Some(FailureInfo::TimeoutFailureInfo(_)) => ("TimeoutError".into(), false),
+            Some(FailureInfo::CanceledFailureInfo(_)) => ("CancelledError".into(), false),
+            Some(FailureInfo::TerminatedFailureInfo(_)) => ("TerminatedError".into(), false),
+            Some(FailureInfo::ServerFailureInfo(info)) => {
+                ("ServerError".into(), info.non_retryable)
+            }
+            Some(FailureInfo::ActivityFailureInfo(_)) => ("ActivityError".into(), false),
+            Some(FailureInfo::ChildWorkflowExecutionFailureInfo(_)) => {
+                ("ChildWorkflowError".into(), false)
+            }
+            _ => (String::new(), false),
+        };
+        let mut causes = Vec::new();
+        let mut cause = failure.cause.as_deref();
+        while let Some(c) = cause {
+            causes.push(c.message.clone());
+            cause = c.cause.as_deref();
+        }
+        FailureDetails {
+            message: failure.message.clone(),
+            failure_type,
+            non_retryable,
+            stack_trace: failure.stack_trace.clone(),
+            causes,
+        }
+    }
+}
+
+/// The final outcome of a workflow (after following continue-as-new and retries).
+#[derive(IntoPyObject, Debug)]
+pub struct Outcome {
+    pub run_id: String,
+    /// `WorkflowExecutionStatus` value (2 completed, 3 failed, 4 canceled, 5 terminated, 7 timed out).
+    pub status: i32,
+    pub result: Option<Json>,
+    pub failure: Option<FailureDetails>,
+}
+
+/// One pending activity, with its last heartbeat details (progress).
+#[derive(IntoPyObject, Debug)]
+pub struct PendingActivity {
+    pub activity_id: String,
+    pub activity_type: String,
+    pub attempt: i32,
+    pub state: i32,
+    pub heartbeat_details: Vec<Json>,
+    pub last_failure: Option<String>,
+}
+
+/// What `describe` and `list` return for one workflow execution.
+#[derive(IntoPyObject, Debug)]
+pub struct Execution {
+    pub workflow_id: String,
+    pub run_id: String,
+    pub workflow_type: String,
+    pub task_queue: String,
+    pub status: i32,
+    pub start_time: Option<f64>,
+    pub close_time: Option<f64>,
+    pub history_length: i64,
+    pub memo: HashMap<String, Json>,
+    pub pending_activities: Vec<PendingActivity>,
+}
+
+/// The client for one configuration. Cheap to create: the connection is shared and lazy.
+#[derive(Clone, Debug)]
+pub struct Client {
+    pub config: ConnectionConfig,
+}
+
+impl Client {
+    async fn conn(&self) -> Result<Connection, EngineError> {
+        connection(&self.config).await
+    }
+
+    fn ns(&self) -> String {
+        self.config.namespace.clone()
+    }
+
+    /// Start a workflow; returns its run id. Fails with `AlreadyStarted` if the id is taken.
+    pub async fn start_workflow(&self, req: StartRequest) -> Result<String, EngineError> {
+        let args: Vec<Value> = req.args.into_iter().map(|j| j.0).collect();
+        let memo = Memo {
+            fields: req
+                .memo
+                .iter()
+                .map(|(k, v)| (k.clone(), payload::to_payload(&v.0)))
+                .collect(),
+        };
+        let request = StartWorkflowExecutionRequest {
+            namespace: self.ns(),
+            workflow_id: req.workflow_id.clone(),
+            workflow_type: Some(WorkflowType {
+                name: req.workflow_type,
+            }),
+            task_queue: Some(TaskQueue {
+                name: req.task_queue,
+                kind: TaskQueueKind::Normal as i32,
+                ..Default::default()
+            }),
+            input: Some(payload::to_payloads(&args)),
+            identity: self.config.identity.clone(),
+            // Idempotency key: a retried RPC does not start a second run.
+            request_id: uuid::Uuid::new_v4().to_string(),
+            memo: Some(memo),
+            ..Default::default()
+        };
+        let mut svc = self.conn().await?.workflow_service();
+        let resp = svc
+            .start_workflow_execution(tonic::Request::new(request))
+            .await
+            .map_err(|s| {
+                EngineError::from_status(
+                    "StartWorkflowExecution",
+                    s,
+                    &req.workflow_id,
+                    &self.config.namespace,
+                )
+            })?;
+        Ok(resp.into_inner().run_id)
+    }
+
+    /// Describe the latest run of `workflow_id`.
+    pub async fn describe(&self, workflow_id: &str) -> Result<Execution, EngineError> {
+        let request = DescribeWorkflowExecutionRequest {
+            namespace: self.ns(),
+            execution: Some(WorkflowExecution {
+                workflow_id: workflow_id.to_string(),
+                run_id: String::new(),
+            }),
+        };
+        let mut svc = self.conn().await?.workflow_service();
+        let resp = svc
+            .describe_workflow_execution(tonic::Request::new(request))
+            .await
+            .map_err(|s| {
+                EngineError::from_status(
+                    "DescribeWorkflowExecution",
+                    s,
+                    workflow_id,
+                    &self.config.namespace,
+                )
+            })?
+            .into_inner();
+        let info = resp.workflow_execution_info.unwrap_or_default();
+        let execution = info.execution.clone().unwrap_or_default();
+        let pending_activities = resp
+            .pending_activities
+            .iter()
+            .map(|a| PendingActivity {
+                activity_id: a.activity_id.clone(),
+                activity_type: a
+                    .activity_type
+                    .as_ref()
+                    .map(|t| t.name.clone())
+                    .unwrap_or_default(),
+                attempt: a.attempt,
+                state: a.state,
+                heartbeat_details: a
+                    .heartbeat_details
+                    .as_ref()
+                    .map(|d| {
+                        d.payloads
+                            .iter()
+                            .map(|p| Json(payload::from_payload(p).unwrap_or(Value::Null)))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                last_failure: a.last_failure.as_ref().map(|f| f.message.clone()),
+            })
+            .collect();
+        Ok(Execution {
+            workflow_id: execution.workflow_id,
+            run_id: execution.run_id,
+            workflow_type: info
+                .r#type
+                .as_ref()
+                .map(|t| t.name.clone())
+                .unwrap_or_default(),
+            task_queue: info.task_queue.clone(),
+            status: info.status,
+            start_time: seconds!(info.start_time),
+            close_time: seconds!(info.close_time),
+            history_length: info.history_length,
+            memo: memo_values(info.memo.as_ref()),
+            pending_activities,
+        })
+    }
+
+    /// Wait for the workflow to close and return its outcome, following continue-as-new
+    /// and workflow retries to the final run, like temporalio's `handle.result()`.
+    pub async fn result(
+        &self,
+        workflow_id: &str,
+        run_id: Option<String>,
+    ) -> Result<Outcome, EngineError> {
+        let mut run_id = run_id.unwrap_or_default();
+        let mut page_token = Vec::new();
+        let mut svc = self.conn().await?.workflow_service();
+        loop {
+            let request = GetWorkflowExecutionHistoryRequest {
+                namespace: self.ns(),
+                execution: Some(WorkflowExecution {
+                    workflow_id: workflow_id.to_string(),
+                    run_id: run_id.clone(),
+                }),
+                next_page_token: page_token.clone(),
+                wait_new_event: true,
+                history_event_filter_type: HistoryEventFilterType::CloseEvent as i32,
+                skip_archival: true,
+                ..Default::default()
+            };
+            let resp = svc
+                .get_workflow_execution_history(tonic::Request::new(request))
+                .await
+                .map_err(|s| {
+                    EngineError::from_status(
+                        "GetWorkflowExecutionHistory",
+                        s,
+                        workflow_id,
+                        &self.config.namespace,
+                    )
+                })?
+                .into_inner();
+            let events = resp.history.map(|h| h.events).unwrap_or_default();
+            let Some(attributes) = events.into_iter().last().and_then(|e| e.attributes) else {
+                // The long poll ended without a close event: poll again from the token.
+                page_token = resp.next_page_token;
+                continue;
+            };
+            page_token.clear();
+            let (status, result, failure, next_run) = match attributes {
+                Attributes::WorkflowExecutionCompletedEventAttributes(a) => {
+                    let value = payload::first_value(a.result.as_ref())
+                        .map_err(payload_err(format!("result of workflow {workflow_id:?}")))?;
+                    (2, Some(Json(value)), None, a.new_execution_run_id)
+                }
+                Attributes::WorkflowExecutionFailedEventAttributes(a) => (
+                    3,
+                    None,
+                    a.failure.as_ref().map(FailureDetails::from_failure),
+                    a.new_execution_run_id,
+                ),
+                Attributes::WorkflowExecutionCanceledEventAttributes(_) => (
+                    4,
+                    None,
+                    Some(FailureDetails {
+                        message: "Workflow cancelled".into(),
+                        failure_type: "CancelledError".into(),
+                        ..Default::default()
+                    }),
+                    String::new(),
+                ),
+                Attributes::WorkflowExecutionTerminatedEventAttributes(a) => (
+                    5,
+                    None,
+                    Some(FailureDetails {
+                        message: if a.reason.is_empty() {
+                            "Workflow terminated".into()
+                        } else {
+                            a.reason
+                        },
+                        failure_type: "TerminatedError".into(),
+                        ..Default::default()
+                    }),
+                    String::new(),
+                ),
+                Attributes::WorkflowExecutionContinuedAsNewEventAttributes(a) => {
+                    (6, None, None, a.new_execution_run_id)
+                }
+                Attributes::WorkflowExecutionTimedOutEventAttributes(a) => (
+                    7,
+                    None,
+                    Some(FailureDetails {
+                        message: "Workflow timed out".into(),
+                        failure_type: "TimeoutError".into(),
+                        ..Default::default()
+                    }),
+                    a.new_execution_run_id,
+                ),
+                other => {
+                    return Err(EngineError::Rpc {
+                        rpc: "GetWorkflowExecutionHistory",
+                        code: tonic::Code::Internal,
+                        message: format!("unexpected close event {other:?}"),
+                    });
+                }
+            };
+            if !next_run.is_empty() {
+                run_id = next_run;
+                continue;
+            }
+            return Ok(Outcome {
+                run_id,
+                status,
+                result,
+                failure,
+            });
+        }
+    }
+
+    /// Ask the workflow to cancel (it may clean up; its status becomes CANCELED).
+    pub async fn cancel(&self, workflow_id: &str, reason: String) -> Result<(), EngineError> {
+        let request = RequestCancelWorkflowExecutionRequest {
+            namespace: self.ns(),
+            workflow_execution: Some(WorkflowExecution {
+                workflow_id: workflow_id.to_string(),
+                run_id: String::new(),
+            }),
+            identity: self.config.identity.clone(),
+            request_id: uuid::Uuid::new_v4().to_string(),
+            reason,
+            ..Default::default()
+        };
+        let mut svc = self.conn().await?.workflow_service();
+        svc.request_cancel_workflow_execution(tonic::Request::new(request))
+            .await
+            .map_err(|s| {
+                EngineError::from_status(
+                    "RequestCancelWorkflowExecution",
+                    s,
+                    workflow_id,
+                    &self.config.namespace,
+                )
+            })?;
+        Ok(())
+    }
+
+    /// End the workflow at once, without running its cleanup.
+    pub async fn terminate(&self, workflow_id: &str, reason: String) -> Result<(), EngineError> {
+        let request = TerminateWorkflowExecutionRequest {
+            namespace: self.ns(),
+            workflow_execution: Some(WorkflowExecution {
+                workflow_id: workflow_id.to_string(),
+                run_id: String::new(),
+            }),
+            identity: self.config.identity.clone(),
+            reason,
+            ..Default::default()
+        };
+        let mut svc = self.conn().await?.workflow_service();
+        svc.terminate_workflow_execution(tonic::Request::new(request))
+            .await
+            .map_err(|s| {
+                EngineError::from_status(
+                    "TerminateWorkflowExecution",
+                    s,
+                    workflow_id,
+                    &self.config.namespace,
+                )
+            })?;
+        Ok(())
+    }
+
+    /// Send a signal with JSON arguments.
+    pub async fn signal(
+        &self,
+        workflow_id: &str,
+        signal_name: String,
+        args: Vec<Value>,
+    ) -> Result<(), EngineError> {
+        let request = SignalWorkflowExecutionRequest {
+            namespace: self.ns(),
+            workflow_execution: Some(WorkflowExecution {
+                workflow_id: workflow_id.to_string(),
+                run_id: String::new(),
+            }),
+            signal_name,
+            input: Some(payload::to_payloads(&args)),
+            identity: self.config.identity.clone(),
+            request_id: uuid::Uuid::new_v4().to_string(),
+            ..Default::default()
+        };
+        let mut svc = self.conn().await?.workflow_service();
+        svc.signal_workflow_execution(tonic::Request::new(request))
+            .await
+            .map_err(|s| {
+                EngineError::from_status(
+                    "SignalWorkflowExecution",
+                    s,
+                    workflow_id,
+                    &self.config.namespace,
+                )
+            })?;
+        Ok(())
+    }
+
+    /// Run a query handler of the workflow and return its answer.
+    pub async fn query(
+        &self,
+        workflow_id: &str,
+        query_type: String,
+        args: Vec<Value>,
+    ) -> Result<Value, EngineError> {
+        let request = QueryWorkflowRequest {
+            namespace: self.ns(),
+            execution: Some(WorkflowExecution {
+                workflow_id: workflow_id.to_string(),
+                run_id: String::new(),
+            }),
+            query: Some(WorkflowQuery {
+                query_type: query_type.clone(),
+                query_args: Some(payload::to_payloads(&args)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut svc = self.conn().await?.workflow_service();
+        let resp = svc
+            .query_workflow(tonic::Request::new(request))
+            .await
+            .map_err(|s| {
+                EngineError::from_status("QueryWorkflow", s, workflow_id, &self.config.namespace)
+            })?
+            .into_inner();
+        if let Some(rejected) = resp.query_rejected {
+            return Err(EngineError::Rpc {
+                rpc: "QueryWorkflow",
+                code: tonic::Code::FailedPrecondition,
+                message: format!(
+                    "query {query_type:?} rejected, workflow status {}",
+                    rejected.status
+                ),
+            });
+        }
+        payload::first_value(resp.query_result.as_ref())
+            .map_err(payload_err(format!("answer to query {query_type:?}")))
+    }
+
+    /// List executions matching a visibility `query`, keeping those whose memo contains
+    /// every `memo_filter` entry, up to `limit`, newest first.
+    pub async fn list(
+        &self,
+        query: String,
+        memo_filter: HashMap<String, Value>,
+        limit: usize,
+    ) -> Result<Vec<Execution>, EngineError> {
+        let mut out = Vec::new();
+        let mut page_token = Vec::new();
+        let mut svc = self.conn().await?.workflow_service();
+        loop {
+            let request = ListWorkflowExecutionsRequest {
+                namespace: self.ns(),
+                page_size: limit.clamp(1, 1000) as i32,
+                next_page_token: page_token.clone(),
+                query: query.clone(),
+            };
+            let resp = svc
+                .list_workflow_executions(tonic::Request::new(request))
+                .await
+                .map_err(|s| {
+                    EngineError::from_status(
+                        "ListWorkflowExecutions",
+                        s,
+                        "",
+                        &self.config.namespace,
+                    )
+                })?
+                .into_inner();
+            for info in resp.executions {
+                let memo = memo_values(info.memo.as_ref());
+                if !memo_filter
+                    .iter()
+                    .all(|(k, v)| memo.get(k).is_some_and(|m| &m.0 == v))
+                {
+                    continue;
+                }
+                let execution = info.execution.unwrap_or_default();
+                out.push(Execution {
+                    workflow_id: execution.workflow_id,
+                    run_id: execution.run_id,
+                    workflow_type: info.r#type.map(|t| t.name).unwrap_or_default(),
+                    task_queue: info.task_queue,
+                    status: info.status,
+                    start_time: seconds!(info.start_time),
+                    close_time: seconds!(info.close_time),
+                    history_length: info.history_length,
+                    memo,
+                    pending_activities: Vec::new(),
+                });
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+            }
+            if resp.next_page_token.is_empty() {
+                return Ok(out);
+            }
+            page_token = resp.next_page_token;
+        }
+    }
+}
+
+fn now_secs() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
+/// Python handle to a [`Client`]; every method takes `blocking` (sync API) or returns an
+/// awaitable (async API).
+#[pyclass(name = "ClientRef", module = "nomad_actions._core", frozen)]
+pub struct ClientRef {
+    inner: Client,
+}
+
+#[pymethods]
+impl ClientRef {
+    #[new]
+    fn new(config: ConnectionConfig) -> Self {
+        ClientRef {
+            inner: Client { config },
+        }
+    }
+
+    /// Open (or reuse) the connection now; raises `TemporalConnectionError` if it fails.
+    fn connect<'py>(&self, py: Python<'py>, blocking: bool) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.inner.clone();
+        call(py, blocking, async move {
+            client.conn().await?;
+            Ok(())
+        })
+    }
+
+    fn start_workflow<'py>(
+        &self,
+        py: Python<'py>,
+        request: StartRequest,
+        blocking: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.inner.clone();
+        call(py, blocking, async move {
+            Ok(client.start_workflow(request).await?)
+        })
+    }
+
+    fn describe<'py>(
+        &self,
+        py: Python<'py>,
+        workflow_id: String,
+        blocking: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.inner.clone();
+        call(py, blocking, async move {
+            Ok(client.describe(&workflow_id).await?)
+        })
+    }
+
+    #[pyo3(signature = (workflow_id, run_id, timeout, blocking))]
+    fn result<'py>(
+        &self,
+        py: Python<'py>,
+        workflow_id: String,
+        run_id: Option<String>,
+        timeout: Option<f64>,
+        blocking: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.inner.clone();
+        call(py, blocking, async move {
+            let fut = client.result(&workflow_id, run_id);
+            match timeout {
+                None => Ok(fut.await?),
+                Some(secs) => {
+                    match tokio::time::timeout(Duration::from_secs_f64(secs.max(0.0)), fut).await {
+                        Ok(out) => Ok(out?),
+                        Err(_) => Err(EngineError::Timeout(secs, workflow_id).into()),
+                    }
+                }
+            }
+        })
+    }
+
+    fn cancel<'py>(
+        &self,
+        py: Python<'py>,
+        workflow_id: String,
+        reason: String,
+        blocking: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.inner.clone();
+        call(py, blocking, async move {
+            Ok(client.cancel(&workflow_id, reason).await?)
+        })
+    }
+
+    fn terminate<'py>(
+        &self,
+        py: Python<'py>,
+        workflow_id: String,
+        reason: String,
+        blocking: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.inner.clone();
+        call(py, blocking, async move {
+            Ok(client.terminate(&workflow_id, reason).await?)
+        })
+    }
+
+    fn signal<'py>(
+        &self,
+        py: Python<'py>,
+        workflow_id: String,
+        signal_name: String,
+        args: Vec<Json>,
+        blocking: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.inner.clone();
+        let args = args.into_iter().map(|j| j.0).collect();
+        call(py, blocking, async move {
+            Ok(client.signal(&workflow_id, signal_name, args).await?)
+        })
+    }
+
+    fn query<'py>(
+        &self,
+        py: Python<'py>,
+        workflow_id: String,
+        query_type: String,
+        args: Vec<Json>,
+        blocking: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.inner.clone();
+        let args = args.into_iter().map(|j| j.0).collect();
+        call(py, blocking, async move {
+            Ok(Json(client.query(&workflow_id, query_type, args).await?))
+        })
+    }
+
+    fn list<'py>(
+        &self,
+        py: Python<'py>,
+        query: String,
+        memo_filter: HashMap<String, Json>,
+        limit: usize,
+        blocking: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.inner.clone();
+        let filter = memo_filter.into_iter().map(|(k, v)| (k, v.0)).collect();
+        call(py, blocking, async move {
+            Ok(client.list(query, filter, limit).await?)
+        })
+    }
+
+    /// The address this handle talks to (for error messages).
+    #[getter]
+    fn target(&self) -> String {
+        self.inner.config.target()
+    }
+}
+
+/// Seconds since the epoch (used by Python to stamp memos consistently with Rust).
+#[pyfunction]
+pub fn unix_time() -> f64 {
+    now_secs()
+}
+
+/// How many configurations currently hold an open connection.
+#[pyfunction]
+pub fn connection_count() -> usize {
+    open_connections()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_uses_https_with_tls_or_api_key() {
+        let mut cfg = ConnectionConfig::plain("localhost", 7233);
+        assert_eq!(cfg.target(), "http://localhost:7233");
+        cfg.api_key = Some("k".into());
+        assert_eq!(cfg.target(), "https://localhost:7233");
+        cfg.api_key = None;
+        cfg.tls = Some(TlsConfig::default());
+        assert_eq!(cfg.target(), "https://localhost:7233");
+    }
+
+    #[test]
+    fn equal_configs_share_one_slot_and_different_ones_do_not() {
+        let a = ConnectionConfig::plain("127.0.0.1", 1);
+        let b = ConnectionConfig::plain("127.0.0.1", 1);
+        let c = ConnectionConfig::plain("127.0.0.1", 2);
+        assert!(Arc::ptr_eq(&slot(&a), &slot(&b)));
+        assert!(!Arc::ptr_eq(&slot(&a), &slot(&c)));
+    }
+
+    #[test]
+    fn failed_connect_is_a_clear_error_and_is_not_cached() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        // A port nobody listens on: bind one, then close it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut cfg = ConnectionConfig::plain("127.0.0.1", port);
+        cfg.connect_timeout_millis = 2000;
+        let started = std::time::Instant::now();
+        let err = rt.block_on(connection(&cfg)).unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "took {:?}",
+            started.elapsed()
+        );
+        let text = err.to_string();
+        assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+        assert!(matches!(err, EngineError::Connect { .. }));
+        assert!(
+            slot(&cfg).get().is_none(),
+            "a failed connection must not be cached"
+        );
+    }
+}

@@ -1,0 +1,58 @@
+//! The one process-wide tokio runtime, and the single way async Rust work reaches Python.
+//!
+//! Every native call that talks to the network goes through [`call`]: it either hands
+//! Python an awaitable (the `_async` API) or blocks the calling thread on the runtime with
+//! the GIL released (the sync API). The sync path never touches asyncio, so it works from
+//! an ELN `normalize()` running inside an event loop's thread as well as from plain threads.
+
+use std::future::Future;
+use std::time::Duration;
+
+use pyo3::IntoPyObjectExt;
+use pyo3::prelude::*;
+use tokio::runtime::Runtime;
+
+/// The shared runtime (created on first use by pyo3-async-runtimes, multi-threaded).
+pub fn runtime() -> &'static Runtime {
+    pyo3_async_runtimes::tokio::get_runtime()
+}
+
+/// How often a blocked sync call wakes to let Ctrl-C (SIGINT) through.
+const SIGNAL_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Run `fut` for Python: as an awaitable when `blocking` is false, else to completion on
+/// this thread with the GIL released.
+pub fn call<'py, F, T>(py: Python<'py>, blocking: bool, fut: F) -> PyResult<Bound<'py, PyAny>>
+where
+    F: Future<Output = PyResult<T>> + Send + 'static,
+    T: for<'a> IntoPyObject<'a> + Send + 'static,
+{
+    if !blocking {
+        return pyo3_async_runtimes::tokio::future_into_py(py, fut);
+    }
+    let value = block_on_interruptible(py, fut)?;
+    value.into_bound_py_any(py)
+}
+
+/// Block on `fut` without holding the GIL; every [`SIGNAL_CHECK_INTERVAL`] re-take it
+/// briefly to run Python signal handlers, so a long `get_action_result` stays
+/// interruptible with Ctrl-C (the future is dropped, which cancels the RPC).
+pub fn block_on_interruptible<F, T>(py: Python<'_>, fut: F) -> PyResult<T>
+where
+    F: Future<Output = PyResult<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    py.detach(|| {
+        runtime().block_on(async move {
+            tokio::pin!(fut);
+            loop {
+                tokio::select! {
+                    out = &mut fut => return out,
+                    _ = tokio::time::sleep(SIGNAL_CHECK_INTERVAL) => {
+                        Python::attach(|py| py.check_signals())?;
+                    }
+                }
+            }
+        })
+    })
+}

@@ -1,0 +1,1 @@
+"""A NOMAD action plugin for the nomad-actions tests, written like a real plugin."""
