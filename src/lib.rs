@@ -9,6 +9,7 @@ pub mod client;
 pub mod errors;
 pub mod payload;
 pub mod runtime;
+pub mod worker;
 
 use pyo3::prelude::*;
 
@@ -17,6 +18,8 @@ use pyo3::prelude::*;
 pub mod _core {
     #[pymodule_export]
     use crate::client::{ClientRef, connection_count, unix_time};
+    #[pymodule_export]
+    use crate::worker::WorkerRef;
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -56,3 +56,30 @@ where
         })
     })
 }
+
+/// sdk-core's runtime (telemetry, worker heartbeats), living on our tokio runtime so that one
+/// set of threads serves core, the client and the Python futures.
+pub fn core_runtime() -> &'static temporalio_sdk_core::CoreRuntime {
+    use std::sync::OnceLock;
+    use temporalio_common::telemetry::{Logger, TelemetryOptions};
+    use temporalio_sdk_core::{CoreRuntime, RuntimeOptions};
+
+    static CORE: OnceLock<CoreRuntime> = OnceLock::new();
+    CORE.get_or_init(|| {
+        // Core's own logs go to stderr only when asked for (e.g. NOMAD_ACTIONS_CORE_LOG=warn).
+        let logging = std::env::var("NOMAD_ACTIONS_CORE_LOG")
+            .ok()
+            .filter(|f| !f.is_empty())
+            .map(|filter| Logger::Console {
+                filter,
+                format: None,
+            });
+        let telemetry = TelemetryOptions::builder().maybe_logging(logging).build();
+        let options = RuntimeOptions::builder()
+            .telemetry_options(telemetry)
+            .build()
+            .expect("default runtime options are valid");
+        let _guard = runtime().enter();
+        CoreRuntime::new_assume_tokio(options).expect("sdk-core runtime starts")
+    })
+}

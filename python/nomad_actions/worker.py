@@ -1,0 +1,356 @@
+"""The nomad-actions worker: runs every action of a task queue on the Rust engine.
+
+The poll loops, activity dispatch, heartbeats, cancellation and shutdown run in Rust
+(`_core.WorkerRef`); the plugin's workflow code runs through temporalio's
+`WorkflowRunner` (`workflow_bridge.py`) and its activities through `activity_bridge.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import temporalio.converter
+import temporalio.worker
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from nomad_actions import _core
+from nomad_actions.action import Action
+from nomad_actions.activity_bridge import ActivityBridge
+from nomad_actions.config import ConnectionConfig, TaskQueue, get_config, task_queue_name
+from nomad_actions.registry import get_actions, load_action
+from nomad_actions.workflow_bridge import WorkflowBridge
+
+__all__ = ["Worker", "WorkerOptions", "resolve_task_queue"]
+
+logger = logging.getLogger("nomad_actions.worker")
+
+_QUEUE_ALIASES = {"cpu": TaskQueue.CPU.value, "gpu": TaskQueue.GPU.value}
+
+
+def resolve_task_queue(task_queue: TaskQueue | str) -> str:
+    """Map 'cpu'/'gpu' (any case) to the NOMAD queue names; other names pass through."""
+    name = task_queue_name(task_queue)
+    return _QUEUE_ALIASES.get(name.lower(), name)
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """Python twin of the Rust `WorkerOptions` struct (durations in milliseconds)."""
+
+    task_queue: str
+    enable_workflows: bool
+    enable_activities: bool
+    max_concurrent_workflow_tasks: int
+    max_concurrent_activities: int
+    max_cached_workflows: int
+    graceful_shutdown_millis: int
+    max_heartbeat_throttle_millis: int = 60_000
+    default_heartbeat_throttle_millis: int = 30_000
+    raw_payloads: bool = False
+    build_id: str = field(default_factory=lambda: f"nomad-actions-{_core.__version__}")
+
+
+def _seconds(value: float | timedelta) -> float:
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def _is_fast_converter(converter: temporalio.converter.DataConverter | None) -> bool:
+    # JSON payloads without a codec are decoded in Rust; anything else goes through Python.
+    if converter is None:
+        return True
+    plain = converter.payload_codec is None and type(converter.failure_converter) is type(
+        temporalio.converter.DataConverter.default.failure_converter
+    )
+    return plain and converter.payload_converter_class in (
+        pydantic_data_converter.payload_converter_class,
+        temporalio.converter.DataConverter.default.payload_converter_class,
+    )
+
+
+def _actions_for_queue(queue: str) -> tuple[list[Action], list[Callable[..., Any]]]:
+    """Discovered actions on `queue`, and activities other actions register on it."""
+    actions: list[Action] = []
+    extra: list[Callable[..., Any]] = []
+    for action_id in sorted(get_actions()):
+        try:
+            action = load_action(action_id)
+        except Exception as err:
+            logger.error("Skipping action %s: %s", action_id, err)
+            continue
+        if resolve_task_queue(action.task_queue) == queue:
+            actions.append(action)
+        for other_queue, activities in (action.task_queue_activities or {}).items():
+            if resolve_task_queue(other_queue) == queue:
+                extra.extend(activities)
+    return actions, extra
+
+
+def _unique(items: Sequence[Any], key: Callable[[Any], Any]) -> list[Any]:
+    seen: dict[Any, Any] = {}
+    for item in items:
+        seen.setdefault(key(item), item)
+    return list(seen.values())
+
+
+class Worker:
+    """Runs the workflows and activities of the actions on one task queue.
+
+    Args:
+        task_queue: `TaskQueue.CPU`, `TaskQueue.GPU`, 'cpu', 'gpu' or any queue name.
+        actions: actions (or action ids) to serve; default every discovered action whose
+            task queue is this one, plus activities other actions register on it through
+            `task_queue_activities`.
+        max_concurrent_activities: activity tasks run at once.
+        max_concurrent_workflow_tasks: workflow tasks processed at once.
+        activity_threads: thread pool size for plain `def` activities.
+        max_cached_workflows: workflow runs kept in memory (sticky cache); 0 replays every
+            task from history.
+        graceful_shutdown_timeout: on shutdown, how long running activities may finish
+            before they are cancelled (seconds or timedelta).
+        sandboxed: run workflow code in temporalio's sandbox (upstream's default).
+        config: where to connect; default `nomad_actions.get_config()`.
+        data_converter: a custom temporalio `DataConverter` (Python path); default the
+            Pydantic JSON converter, decoded in Rust.
+        interceptors: temporalio worker interceptors (workflow side).
+        deadlock_timeout: seconds a workflow activation may run without yielding; None
+            disables detection.
+        workflows, activities: extra workflow classes / activity functions to register.
+
+    `run()` blocks until SIGTERM/SIGINT or `shutdown()`; `await run_async()` is the async
+    form; `with Worker(...):` runs it in a background thread.
+    """
+
+    def __init__(
+        self,
+        task_queue: TaskQueue | str,
+        actions: Sequence[Action | str] | None = None,
+        *,
+        max_concurrent_activities: int = 100,
+        max_concurrent_workflow_tasks: int = 100,
+        activity_threads: int | None = None,
+        max_cached_workflows: int = 1000,
+        graceful_shutdown_timeout: float | timedelta = 10.0,
+        sandboxed: bool = True,
+        config: ConnectionConfig | None = None,
+        data_converter: temporalio.converter.DataConverter | None = None,
+        interceptors: Sequence[temporalio.worker.Interceptor] = (),
+        deadlock_timeout: float | None = 2.0,
+        workflows: Sequence[type] = (),
+        activities: Sequence[Callable[..., Any]] = (),
+        workflow_runner: temporalio.worker.WorkflowRunner | None = None,
+        client: Any = None,
+    ) -> None:
+        self.task_queue = resolve_task_queue(task_queue)
+        if actions is None:
+            self.actions, extra = _actions_for_queue(self.task_queue)
+        else:
+            self.actions = [load_action(a) if isinstance(a, str) else a for a in actions]
+            extra = []
+        wf_classes = [w for a in self.actions for w in a.all_workflows()] + list(workflows)
+        act_fns = [f for a in self.actions for f in a.activities] + extra + list(activities)
+        self.workflows = _unique(wf_classes, key=lambda c: c)
+        self.activities = _unique(act_fns, key=lambda f: f)
+        if not self.workflows and not self.activities:
+            raise ValueError(
+                f'Nothing to run on task queue "{self.task_queue}": no action, workflow or '
+                "activity is registered for it"
+            )
+        self.config = config or get_config()
+        self.data_converter = data_converter
+        self.graceful_shutdown_timeout = _seconds(graceful_shutdown_timeout)
+        self.options = WorkerOptions(
+            task_queue=self.task_queue,
+            enable_workflows=bool(self.workflows),
+            enable_activities=bool(self.activities),
+            max_concurrent_workflow_tasks=max_concurrent_workflow_tasks,
+            max_concurrent_activities=max_concurrent_activities,
+            max_cached_workflows=max_cached_workflows,
+            graceful_shutdown_millis=int(self.graceful_shutdown_timeout * 1000),
+            raw_payloads=not _is_fast_converter(data_converter),
+        )
+        runner = workflow_runner
+        if runner is None and not sandboxed:
+            runner = temporalio.worker.UnsandboxedWorkflowRunner()
+        self._workflow_bridge = (
+            WorkflowBridge(
+                self.workflows,
+                namespace=self.config.namespace,
+                task_queue=self.task_queue,
+                runner=runner,
+                data_converter=data_converter,
+                interceptors=interceptors,
+                deadlock_timeout=deadlock_timeout,
+            )
+            if self.workflows
+            else None
+        )
+        bridge_kwargs: dict[str, Any] = {}
+        if activity_threads is not None:
+            bridge_kwargs["max_threads"] = activity_threads
+        self._activity_bridge = (
+            ActivityBridge(
+                self.activities,
+                namespace=self.config.namespace,
+                task_queue=self.task_queue,
+                complete=self._complete_activity,
+                heartbeat=self._record_heartbeat,
+                data_converter=None if not self.options.raw_payloads else data_converter,
+                client=client,
+                **bridge_kwargs,
+            )
+            if self.activities
+            else None
+        )
+        self._ref: Any = None
+        self._started = threading.Event()
+        self._stopping = threading.Event()
+        self._finished = threading.Event()
+        self._drain_thread: threading.Thread | None = None
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    # -- callbacks from the activity bridge (any thread) --------------------------------
+
+    def _complete_activity(self, token: bytes, outcome: dict[str, Any]) -> None:
+        self._ref.complete_activity(token, outcome)
+
+    def _record_heartbeat(self, token: bytes, details: list[Any]) -> None:
+        self._ref.record_heartbeat(token, details)
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def _log_start(self) -> None:
+        for action in self.actions:
+            logger.info(
+                "Registered action workflow %s on %s (%d activities)",
+                action.workflow_name,
+                self.task_queue,
+                len(action.activities),
+            )
+        logger.info(
+            "Worker polling %s at %s (namespace %s): %d workflows, %d activities",
+            self.task_queue,
+            self.config.address,
+            self.config.namespace,
+            len(self.workflows),
+            len(self.activities),
+        )
+
+    def _bridges(self) -> tuple[Any, Any]:
+        wf = self._workflow_bridge.activate if self._workflow_bridge else None
+        return wf, self._activity_bridge
+
+    def _after_run(self) -> None:
+        if self._drain_thread is not None:
+            self._drain_thread.join()
+        if self._activity_bridge is not None:
+            self._activity_bridge.shutdown(0)
+        if self._workflow_bridge is not None:
+            self._workflow_bridge.evict_all()
+        self._finished.set()
+        logger.info("Worker on %s stopped", self.task_queue)
+
+    def run(self) -> None:
+        """Run until SIGTERM/SIGINT (in the main thread) or `shutdown()`; then drain.
+
+        Running activities get `graceful_shutdown_timeout` to finish before they are
+        cancelled; every task is completed before this returns.
+        """
+        restore = self._install_signal_handlers()
+        try:
+            self._ref = _core.WorkerRef.create(self.config, self.options, True)
+            self._log_start()
+            self._started.set()
+            if self._stopping.is_set():
+                self._ref.initiate_shutdown()
+            wf, act = self._bridges()
+            self._ref.run(wf, act, True)
+        except BaseException as err:
+            self._error = err
+            raise
+        finally:
+            self._started.set()
+            restore()
+            self._after_run()
+
+    async def run_async(self) -> None:
+        """Async form of `run()` (no signal handlers are installed)."""
+        try:
+            self._ref = await _core.WorkerRef.create(self.config, self.options, False)
+            self._log_start()
+            self._started.set()
+            if self._stopping.is_set():
+                self._ref.initiate_shutdown()
+            wf, act = self._bridges()
+            await self._ref.run(wf, act, False)
+        finally:
+            self._started.set()
+            await asyncio.get_running_loop().run_in_executor(None, self._after_run)
+
+    def shutdown(self) -> None:
+        """Stop polling; running activities get `graceful_shutdown_timeout` to finish,
+        then are cancelled. Returns at once; `run()` returns when all is drained."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        logger.info("Worker on %s shutting down", self.task_queue)
+        if self._ref is not None:
+            self._ref.initiate_shutdown()
+        if self._activity_bridge is not None:
+            # Sets activity.is_worker_shutdown(), waits the grace period, cancels the rest.
+            bridge = self._activity_bridge
+            grace = self.graceful_shutdown_timeout
+            self._drain_thread = threading.Thread(
+                target=bridge.shutdown, args=(grace,), name="nomad-actions-drain", daemon=True
+            )
+            self._drain_thread.start()
+
+    def _install_signal_handlers(self) -> Callable[[], None]:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = {}
+
+        def handler(signum: int, frame: Any) -> None:
+            logger.info("Received %s", signal.Signals(signum).name)
+            if self._stopping.is_set():
+                # A second signal while draining: stop waiting for activities.
+                signal.signal(signum, previous[signum])
+            self.shutdown()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handler)
+
+        def restore() -> None:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+        return restore
+
+    def __enter__(self) -> Worker:
+        def target() -> None:
+            # The error is kept in self._error and re-raised by __enter__ / __exit__.
+            with contextlib.suppress(BaseException):
+                self.run()
+
+        self._thread = threading.Thread(target=target, name="nomad-actions-worker", daemon=True)
+        self._thread.start()
+        self._started.wait()
+        if self._error is not None:
+            self._thread.join()
+            raise self._error
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+        if self._thread is not None:
+            self._thread.join()
+        if self._error is not None and not isinstance(self._error, KeyboardInterrupt):
+            raise self._error
