@@ -123,6 +123,11 @@ class Worker:
         deadlock_timeout: seconds a workflow activation may run without yielding; None
             disables detection.
         workflows, activities: extra workflow classes / activity functions to register.
+        workflow_runner, unsandboxed_workflow_runner: temporalio runners to use instead of
+            the default sandboxed / unsandboxed ones.
+        max_heartbeat_throttle_interval, default_heartbeat_throttle_interval: how often at
+            most heartbeats reach the server (core throttles them in Rust).
+        client: a temporalio `Client` that activities get from `activity.client()`.
 
     `run()` blocks until SIGTERM/SIGINT or `shutdown()`; `await run_async()` is the async
     form; `with Worker(...):` runs it in a background thread.
@@ -146,6 +151,9 @@ class Worker:
         workflows: Sequence[type] = (),
         activities: Sequence[Callable[..., Any]] = (),
         workflow_runner: temporalio.worker.WorkflowRunner | None = None,
+        unsandboxed_workflow_runner: temporalio.worker.WorkflowRunner | None = None,
+        max_heartbeat_throttle_interval: float | timedelta = 60.0,
+        default_heartbeat_throttle_interval: float | timedelta = 30.0,
         client: Any = None,
     ) -> None:
         self.task_queue = resolve_task_queue(task_queue)
@@ -174,6 +182,10 @@ class Worker:
             max_concurrent_activities=max_concurrent_activities,
             max_cached_workflows=max_cached_workflows,
             graceful_shutdown_millis=int(self.graceful_shutdown_timeout * 1000),
+            max_heartbeat_throttle_millis=int(_seconds(max_heartbeat_throttle_interval) * 1000),
+            default_heartbeat_throttle_millis=int(
+                _seconds(default_heartbeat_throttle_interval) * 1000
+            ),
             raw_payloads=not _is_fast_converter(data_converter),
         )
         runner = workflow_runner
@@ -185,6 +197,7 @@ class Worker:
                 namespace=self.config.namespace,
                 task_queue=self.task_queue,
                 runner=runner,
+                unsandboxed_runner=unsandboxed_workflow_runner,
                 data_converter=data_converter,
                 interceptors=interceptors,
                 deadlock_timeout=deadlock_timeout,
