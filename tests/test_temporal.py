@@ -8,6 +8,7 @@ import concurrent.futures
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from datetime import timedelta
 
 import pytest
 from temporalio.api.common.v1 import Payload
@@ -42,7 +43,7 @@ def queue() -> str:
     return f"dropin-{uuid.uuid4().hex[:8]}"
 
 
-def run(coro):  # noqa: ANN001, ANN201 - tiny helper
+def run(coro):
     return asyncio.run(coro)
 
 
@@ -214,7 +215,7 @@ def test_failures_surface_like_the_official_worker(server: DevServer) -> None:
                     "not a number",
                     id=f"bad-{uuid.uuid4()}",
                     task_queue=tq,
-                    execution_timeout=__import__("datetime").timedelta(seconds=10),
+                    execution_timeout=timedelta(seconds=10),
                 )
 
     run(main())
@@ -223,7 +224,7 @@ def test_failures_surface_like_the_official_worker(server: DevServer) -> None:
 def test_unsupported_options_are_named(server: DevServer) -> None:
     async def main() -> None:
         client = await Client.connect(server.address)
-        with pytest.raises(UnsupportedOptionError, match="tuner.*use_worker_versioning"):
+        with pytest.raises(UnsupportedOptionError, match=r"tuner.*use_worker_versioning"):
             Worker(
                 client,
                 task_queue="q",

@@ -156,10 +156,10 @@ class Worker:
             raise UnsupportedOptionError(
                 "no_remote_activities: local-only activities are not supported"
             )
-        if activities and any(not asyncio.iscoroutinefunction(a) for a in activities):
+        sync_activities = any(not asyncio.iscoroutinefunction(a) for a in activities)
+        if sync_activities and activity_executor is None:
             # The official worker requires an executor for sync activities; keep that rule.
-            if activity_executor is None:
-                raise ValueError("Activity executor required for synchronous activities")
+            raise ValueError("Activity executor required for synchronous activities")
         self._client = client
         self._engine = _EngineWorker(
             task_queue,
