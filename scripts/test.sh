@@ -26,6 +26,8 @@ echo "==> building and installing nomad-actions (maturin develop)"
 # maturin develop installs into the active virtualenv.
 VIRTUAL_ENV="$PWD/$VENV" PATH="$PWD/$VENV/bin:$PATH" "$VENV/bin/maturin" develop --quiet
 "$PY" -m pip install --quiet -e tests/plugins/nomad_actions_testplugin
+"$PY" -m pip install --quiet -e tests/plugins/nomad_actions_workerplugin
+"$PY" -m pip install --quiet -e tests/plugins/nomad_actions_procplugin
 
 echo "==> Rust unit tests"
 # The rlib links libpython through pyo3; point it at the venv's interpreter.

@@ -29,6 +29,7 @@ use temporalio_common::protos::temporal::api::workflowservice::v1::{
 use tokio::sync::OnceCell;
 use url::Url;
 
+use crate::codec::FernetCodec;
 use crate::errors::EngineError;
 use crate::payload::{self, Json};
 use crate::runtime::call;
@@ -53,6 +54,8 @@ pub struct ConnectionConfig {
     pub tls: Option<TlsConfig>,
     pub connect_timeout_millis: u64,
     pub identity: String,
+    /// NOMAD API secret for payload encryption (None: payloads travel in plain JSON).
+    pub payload_secret: Option<String>,
 }
 
 impl ConnectionConfig {
@@ -66,6 +69,7 @@ impl ConnectionConfig {
             tls: None,
             connect_timeout_millis: 5000,
             identity: format!("{}@nomad-actions", std::process::id()),
+            payload_secret: None,
         }
     }
 
@@ -309,9 +313,19 @@ pub struct Execution {
 #[derive(Clone, Debug)]
 pub struct Client {
     pub config: ConnectionConfig,
+    pub codec: Option<FernetCodec>,
 }
 
 impl Client {
+    /// A client for `config`; the connection itself is opened lazily and shared.
+    pub fn new(config: ConnectionConfig) -> Self {
+        let codec = config
+            .payload_secret
+            .as_deref()
+            .map(FernetCodec::from_secret);
+        Client { config, codec }
+    }
+
     async fn conn(&self) -> Result<Connection, EngineError> {
         connection(&self.config).await
     }
@@ -341,7 +355,7 @@ impl Client {
                 kind: TaskQueueKind::Normal as i32,
                 ..Default::default()
             }),
-            input: Some(payload::to_payloads(&args)),
+            input: Some(payload::encode_values(&args, self.codec.as_ref())),
             identity: self.config.identity.clone(),
             // Idempotency key: a retried RPC does not start a second run.
             request_id: uuid::Uuid::new_v4().to_string(),
@@ -405,7 +419,10 @@ impl Client {
                     .map(|d| {
                         d.payloads
                             .iter()
-                            .map(|p| Json(payload::from_payload(p).unwrap_or(Value::Null)))
+                            .map(|p| {
+                                let value = payload::decode_value(p, self.codec.as_ref());
+                                Json(value.unwrap_or(Value::Null))
+                            })
                             .collect()
                     })
                     .unwrap_or_default(),
@@ -474,7 +491,7 @@ impl Client {
             page_token.clear();
             let (status, result, failure, next_run) = match attributes {
                 Attributes::WorkflowExecutionCompletedEventAttributes(a) => {
-                    let value = payload::first_value(a.result.as_ref())
+                    let value = payload::decode_first(a.result.as_ref(), self.codec.as_ref())
                         .map_err(payload_err(format!("result of workflow {workflow_id:?}")))?;
                     (2, Some(Json(value)), None, a.new_execution_run_id)
                 }
@@ -609,7 +626,7 @@ impl Client {
                 run_id: String::new(),
             }),
             signal_name,
-            input: Some(payload::to_payloads(&args)),
+            input: Some(payload::encode_values(&args, self.codec.as_ref())),
             identity: self.config.identity.clone(),
             request_id: uuid::Uuid::new_v4().to_string(),
             ..Default::default()
@@ -643,7 +660,7 @@ impl Client {
             }),
             query: Some(WorkflowQuery {
                 query_type: query_type.clone(),
-                query_args: Some(payload::to_payloads(&args)),
+                query_args: Some(payload::encode_values(&args, self.codec.as_ref())),
                 ..Default::default()
             }),
             ..Default::default()
@@ -666,7 +683,7 @@ impl Client {
                 ),
             });
         }
-        payload::first_value(resp.query_result.as_ref())
+        payload::decode_first(resp.query_result.as_ref(), self.codec.as_ref())
             .map_err(payload_err(format!("answer to query {query_type:?}")))
     }
 
@@ -752,7 +769,7 @@ impl ClientRef {
     #[new]
     fn new(config: ConnectionConfig) -> Self {
         ClientRef {
-            inner: Client { config },
+            inner: Client::new(config),
         }
     }
 

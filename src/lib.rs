@@ -6,6 +6,7 @@
 //! connection cache), [`payload`] (payload conversion) and [`errors`].
 
 pub mod client;
+pub mod codec;
 pub mod errors;
 pub mod payload;
 pub mod runtime;

@@ -11,6 +11,8 @@ use std::collections::HashMap;
 
 use pyo3::prelude::*;
 use serde_json::Value;
+
+use crate::codec::FernetCodec;
 use temporalio_common::protos::temporal::api::common::v1::{Payload, Payloads};
 
 /// Metadata key naming a payload's encoding.
@@ -31,6 +33,8 @@ pub enum PayloadError {
     UnsupportedEncoding(String),
     #[error("payload has no encoding metadata")]
     MissingEncoding,
+    #[error(transparent)]
+    Codec(#[from] crate::codec::CodecError),
 }
 
 /// A JSON value, turned into a Python object (via pythonize) when it crosses to Python.
@@ -104,6 +108,34 @@ pub fn from_payload(payload: &Payload) -> Result<Value, PayloadError> {
 pub fn first_value(payloads: Option<&Payloads>) -> Result<Value, PayloadError> {
     match payloads.and_then(|p| p.payloads.first()) {
         Some(p) => from_payload(p),
+        None => Ok(Value::Null),
+    }
+}
+
+/// Encode values to payloads, encrypting them when a codec is configured.
+pub fn encode_values(values: &[Value], codec: Option<&FernetCodec>) -> Payloads {
+    let mut payloads = to_payloads(values);
+    if let Some(codec) = codec {
+        payloads.payloads = payloads.payloads.iter().map(|p| codec.encode(p)).collect();
+    }
+    payloads
+}
+
+/// Decode one payload, decrypting it first when a codec is configured.
+pub fn decode_value(payload: &Payload, codec: Option<&FernetCodec>) -> Result<Value, PayloadError> {
+    match codec {
+        Some(codec) => from_payload(&codec.decode(payload.clone())?),
+        None => from_payload(payload),
+    }
+}
+
+/// [`first_value`] with decryption.
+pub fn decode_first(
+    payloads: Option<&Payloads>,
+    codec: Option<&FernetCodec>,
+) -> Result<Value, PayloadError> {
+    match payloads.and_then(|p| p.payloads.first()) {
+        Some(p) => decode_value(p, codec),
         None => Ok(Value::Null),
     }
 }

@@ -39,6 +39,13 @@ ENV_HOST = "NOMAD_TEMPORAL_HOST"
 ENV_PORT = "NOMAD_TEMPORAL_PORT"
 ENV_NAMESPACE = "NOMAD_TEMPORAL_NAMESPACE"
 ENV_API_KEY = "NOMAD_TEMPORAL_API_KEY"
+ENV_TLS = "NOMAD_TEMPORAL_TLS"
+ENV_TLS_CA = "NOMAD_TEMPORAL_TLS_CA_CERT"
+ENV_TLS_CERT = "NOMAD_TEMPORAL_TLS_CLIENT_CERT"
+ENV_TLS_KEY = "NOMAD_TEMPORAL_TLS_CLIENT_KEY"
+ENV_TLS_SERVER_NAME = "NOMAD_TEMPORAL_TLS_SERVER_NAME"
+ENV_API_SECRET = "NOMAD_SERVICES_API_SECRET"
+ENV_MODE = "NOMAD_SERVICES_MODE"
 
 
 class TaskQueue(str, Enum):
@@ -114,6 +121,9 @@ class ConnectionConfig:
         tls: TLS settings, or None for a plain connection.
         connect_timeout_millis: Connection timeout in milliseconds.
         identity: Client/worker identity shown in Temporal, ``pid@hostname`` by default.
+        api_secret: NOMAD API secret; payloads are encrypted with it (upstream NOMAD's
+            Fernet codec) unless ``development`` is set.
+        development: NOMAD development mode: payloads travel as plain JSON.
     """
 
     host: str = DEFAULT_HOST
@@ -123,6 +133,13 @@ class ConnectionConfig:
     tls: TlsConfig | None = None
     connect_timeout_millis: int = DEFAULT_CONNECT_TIMEOUT_MILLIS
     identity: str = field(default_factory=_default_identity)
+    api_secret: str | None = field(default=None, repr=False)
+    development: bool = False
+
+    @property
+    def payload_secret(self) -> str | None:
+        """The secret payloads are encrypted with, or None when they travel in plain JSON."""
+        return None if self.development or not self.api_secret else self.api_secret
 
     def __post_init__(self) -> None:
         _check_port(self.port, "port")
@@ -157,6 +174,29 @@ def _env(name: str) -> str | None:
     return value if value else None
 
 
+def _tls_from_env() -> TlsConfig | None:
+    values: dict[str, Any] = {}
+    for name, key in (
+        (ENV_TLS_CA, "server_root_ca_cert"),
+        (ENV_TLS_CERT, "client_cert"),
+        (ENV_TLS_KEY, "client_private_key"),
+    ):
+        path = _env(name)
+        if path is not None:
+            try:
+                values[key] = _read(path)
+            except OSError as err:
+                raise ValueError(f"{name}: cannot read {path}: {err.strerror}") from None
+    if _env(ENV_TLS_SERVER_NAME):
+        values["domain"] = _env(ENV_TLS_SERVER_NAME)
+    flag = (_env(ENV_TLS) or "").lower()
+    if flag in ("0", "false", "no", "off") and values:
+        raise ValueError(f"{ENV_TLS}={flag} conflicts with the TLS certificate variables")
+    if values or flag in ("1", "true", "yes", "on"):
+        return TlsConfig(**values)
+    return None
+
+
 def _config_from_env() -> ConnectionConfig:
     port_raw = _env(ENV_PORT)
     port = DEFAULT_PORT if port_raw is None else _check_port(port_raw, ENV_PORT)
@@ -165,6 +205,9 @@ def _config_from_env() -> ConnectionConfig:
         port=port,
         namespace=_env(ENV_NAMESPACE) or DEFAULT_NAMESPACE,
         api_key=_env(ENV_API_KEY),
+        tls=_tls_from_env(),
+        api_secret=_env(ENV_API_SECRET),
+        development=(_env(ENV_MODE) or "").lower() == "development",
     )
 
 
@@ -228,6 +271,8 @@ def configure(
     tls_client_cert_path: str | os.PathLike[str] | None = None,
     tls_client_key_path: str | os.PathLike[str] | None = None,
     tls_server_name: str | None = None,
+    api_secret: str | None = None,
+    development: bool | None = None,
 ) -> ConnectionConfig:
     """Changes the connection settings used from now on.
 
@@ -246,6 +291,8 @@ def configure(
         tls_client_cert_path: File with the client certificate (PEM); implies TLS.
         tls_client_key_path: File with the client private key (PEM); implies TLS.
         tls_server_name: Server name to verify; implies TLS.
+        api_secret: NOMAD API secret for payload encryption; an empty string removes it.
+        development: True for NOMAD development mode (no payload encryption).
 
     Returns:
         The new settings.
@@ -265,6 +312,10 @@ def configure(
         changes["namespace"] = namespace
     if api_key is not None:
         changes["api_key"] = api_key or None
+    if api_secret is not None:
+        changes["api_secret"] = api_secret or None
+    if development is not None:
+        changes["development"] = bool(development)
     if connect_timeout is not None:
         if not connect_timeout > 0:
             raise ValueError(f"connect_timeout must be positive seconds, got {connect_timeout!r}")

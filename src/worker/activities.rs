@@ -121,7 +121,15 @@ fn rust_failure(
 /// Hand one completion to core without blocking the caller (it may be the asyncio loop).
 pub(super) fn complete(shared: &Shared, task_token: Vec<u8>, result: ActivityExecutionResult) {
     let Some(core) = shared.core() else { return };
+    let codec = shared.codec.clone();
     runtime().spawn(async move {
+        let mut result = result;
+        if let Some(codec) = codec
+            && let Err(err) = codec.encode_message(&mut result).await
+        {
+            let message = format!("Failed encoding activity result: {err}");
+            result = rust_failure(message, "PayloadError", false);
+        }
         let completion = ActivityTaskCompletion {
             task_token,
             result: Some(result),
@@ -193,6 +201,7 @@ pub(super) fn heartbeat(
                 Ok(payload::to_payload(&value))
             }
         })
+        .map(|p| p.map(|p| shared.codec.as_ref().map_or(p.clone(), |c| c.encode(&p))))
         .collect::<PyResult<Vec<_>>>()?;
     // Core's heartbeat manager spawns timers: it needs the runtime's context.
     let _guard = runtime().enter();
@@ -322,10 +331,7 @@ pub(super) async fn poll_loop(
     bridge: Arc<Py<PyAny>>,
 ) -> Result<(), EngineError> {
     loop {
-        let ActivityTask {
-            task_token,
-            variant,
-        } = match core.poll_activity_task().await {
+        let mut task = match core.poll_activity_task().await {
             Ok(task) => task,
             Err(PollError::ShutDown) => return Ok(()),
             Err(PollError::TonicError(status)) => {
@@ -336,6 +342,22 @@ pub(super) async fn poll_loop(
                 });
             }
         };
+        if let Some(codec) = &shared.codec
+            && let Err(err) = codec.decode_message(&mut task).await
+            && let Some(activity_task::Variant::Start(s)) = &task.variant
+        {
+            let message = format!("Failed decoding activity {:?}: {err}", s.activity_type);
+            complete(
+                &shared,
+                task.task_token,
+                rust_failure(message, "PayloadError", true),
+            );
+            continue;
+        }
+        let ActivityTask {
+            task_token,
+            variant,
+        } = task;
         match variant {
             Some(activity_task::Variant::Start(s)) => {
                 tokio::spawn(start(shared.clone(), bridge.clone(), task_token, s));

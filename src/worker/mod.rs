@@ -22,6 +22,7 @@ use temporalio_sdk_core::{
 };
 
 use crate::client::{ConnectionConfig, connection};
+use crate::codec::FernetCodec;
 use crate::errors::EngineError;
 use crate::runtime::{call, core_runtime, runtime};
 
@@ -94,6 +95,8 @@ pub(crate) struct Shared {
     core: Mutex<Option<Arc<CoreWorker>>>,
     pub(crate) options: WorkerOptions,
     pub(crate) namespace: String,
+    /// Payload encryption, applied to activations, completions and activity tasks.
+    pub(crate) codec: Option<FernetCodec>,
 }
 
 impl Shared {
@@ -130,6 +133,10 @@ async fn create(
         shared: Arc::new(Shared {
             core: Mutex::new(Some(Arc::new(core))),
             options,
+            codec: config
+                .payload_secret
+                .as_deref()
+                .map(FernetCodec::from_secret),
             namespace: config.namespace,
         }),
     })
@@ -153,11 +160,13 @@ async fn run(
     };
     let wf = async {
         match (&workflow_bridge, shared.options.enable_workflows) {
-            (Some(bridge), true) => {
-                workflows::poll_loop(core.clone(), Arc::new(bridge_clone(bridge)))
-                    .await
-                    .map_err(stop_on_error(core.clone()))
-            }
+            (Some(bridge), true) => workflows::poll_loop(
+                core.clone(),
+                shared.codec.clone(),
+                Arc::new(bridge_clone(bridge)),
+            )
+            .await
+            .map_err(stop_on_error(core.clone())),
             _ => Ok(()),
         }
     };

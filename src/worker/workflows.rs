@@ -14,6 +14,7 @@ use temporalio_common::protos::temporal::api::failure::v1::Failure;
 use temporalio_sdk_core::{PollError, Worker as CoreWorker};
 use tokio::task::JoinSet;
 
+use crate::codec::FernetCodec;
 use crate::errors::EngineError;
 
 /// A failed completion for `run_id`: core fails the workflow task, evicts the run and the
@@ -39,9 +40,18 @@ fn failed(run_id: String, message: String) -> WorkflowActivationCompletion {
 /// completion that still carries the activation's run id (core needs it).
 async fn activate(
     bridge: Arc<Py<PyAny>>,
-    activation: WorkflowActivation,
+    codec: Option<FernetCodec>,
+    mut activation: WorkflowActivation,
 ) -> WorkflowActivationCompletion {
     let run_id = activation.run_id.clone();
+    if let Some(codec) = &codec
+        && let Err(err) = codec.decode_message(&mut activation).await
+    {
+        return failed(
+            run_id,
+            format!("Failed decoding workflow activation: {err}"),
+        );
+    }
     let bytes = activation.encode_to_vec();
     // The bridge blocks (it waits for the workflow code, up to the deadlock timeout), so it
     // runs on tokio's blocking pool, never on a runtime worker thread.
@@ -67,7 +77,15 @@ async fn activate(
         ),
     };
     if completion.run_id.is_empty() {
-        completion.run_id = run_id;
+        completion.run_id = run_id.clone();
+    }
+    if let Some(codec) = &codec
+        && let Err(err) = codec.encode_message(&mut completion).await
+    {
+        return failed(
+            run_id,
+            format!("Failed encoding workflow completion: {err}"),
+        );
     }
     completion
 }
@@ -76,6 +94,7 @@ async fn activate(
 /// different runs progress concurrently (core never hands out two for one run at once).
 pub(super) async fn poll_loop(
     core: Arc<CoreWorker>,
+    codec: Option<FernetCodec>,
     bridge: Arc<Py<PyAny>>,
 ) -> Result<(), EngineError> {
     let mut tasks = JoinSet::new();
@@ -95,8 +114,9 @@ pub(super) async fn poll_loop(
         };
         let core = core.clone();
         let bridge = bridge.clone();
+        let codec = codec.clone();
         tasks.spawn(async move {
-            let completion = activate(bridge, activation).await;
+            let completion = activate(bridge, codec, activation).await;
             if let Err(err) = core.complete_workflow_activation(completion).await {
                 eprintln!("nomad-actions: completing a workflow activation failed: {err}");
             }
