@@ -217,14 +217,30 @@ fn payload_err(context: impl Into<String>) -> impl FnOnce(payload::PayloadError)
 }
 
 /// What `start_workflow` needs; twin of a plain Python dict built by `client.py`.
-#[derive(FromPyObject, Debug)]
-#[pyo3(from_item_all)]
+#[derive(Debug)]
 pub struct StartRequest {
     pub workflow_id: String,
     pub workflow_type: String,
     pub task_queue: String,
     pub args: Vec<Json>,
     pub memo: HashMap<String, Json>,
+}
+
+// Written out rather than derived: the derive wraps every field error in a TypeError
+// ("failed to extract field StartRequest.args"), which would hide the PayloadError that
+// says what in the input has no JSON form.
+impl<'a, 'py> FromPyObject<'a, 'py> for StartRequest {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> Result<Self, Self::Error> {
+        Ok(StartRequest {
+            workflow_id: obj.get_item("workflow_id")?.extract()?,
+            workflow_type: obj.get_item("workflow_type")?.extract()?,
+            task_queue: obj.get_item("task_queue")?.extract()?,
+            args: obj.get_item("args")?.extract()?,
+            memo: obj.get_item("memo")?.extract()?,
+        })
+    }
 }
 
 /// A failure as Temporal reports it, flattened for Python.

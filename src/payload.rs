@@ -10,7 +10,11 @@
 use std::collections::HashMap;
 
 use pyo3::prelude::*;
-use serde_json::Value;
+use pyo3::types::{
+    PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PyMapping,
+    PySequence, PySet, PyString, PyTuple,
+};
+use serde_json::{Map, Number, Value};
 
 use crate::codec::FernetCodec;
 use temporalio_common::protos::temporal::api::common::v1::{Payload, Payloads};
@@ -24,9 +28,16 @@ pub const BINARY_NULL: &[u8] = b"binary/null";
 /// Encoding temporalio uses for raw `bytes`.
 pub const BINARY_PLAIN: &[u8] = b"binary/plain";
 
+/// How deeply values may nest (lists and dicts in one another): serde_json refuses deeper
+/// JSON when it parses (its recursion limit, 128), so nothing deeper is ever encoded.
+pub const MAX_DEPTH: usize = 127;
+
 /// Why a payload could not be converted.
 #[derive(Debug, thiserror::Error)]
 pub enum PayloadError {
+    /// A Python value that has no JSON form; `path` says where in the value (`$.a[0]`).
+    #[error("value at {path} cannot be sent as JSON: {reason}")]
+    NotJson { path: String, reason: String },
     #[error("payload is not valid JSON: {0}")]
     InvalidJson(#[from] serde_json::Error),
     #[error("payload has unsupported encoding {0:?}")]
@@ -54,9 +65,185 @@ impl<'py> IntoPyObject<'py> for Json {
 impl<'a, 'py> FromPyObject<'a, 'py> for Json {
     type Error = PyErr;
 
+    /// Fails with `nomad_actions.PayloadError` naming where and why (a 65-bit integer, a lone
+    /// surrogate, bytes, nesting deeper than [`MAX_DEPTH`], an unknown type), never with a
+    /// panic or a stack overflow.
     fn extract(obj: Borrowed<'a, 'py, PyAny>) -> Result<Self, Self::Error> {
-        Ok(Json(pythonize::depythonize(&obj)?))
+        json_from_py(&obj).map(Json).map_err(|source| {
+            crate::errors::EngineError::Payload {
+                context: "cannot encode a JSON payload".into(),
+                source,
+            }
+            .into()
+        })
     }
+}
+
+/// Where in a value conversion failed, innermost segment first while it unwinds.
+enum Segment {
+    Index(usize),
+    Key(String),
+}
+
+struct NotJson {
+    path: Vec<Segment>,
+    reason: String,
+}
+
+impl NotJson {
+    fn new(reason: impl Into<String>) -> Self {
+        NotJson {
+            path: Vec::new(),
+            reason: reason.into(),
+        }
+    }
+
+    fn at(mut self, segment: Segment) -> Self {
+        self.path.push(segment);
+        self
+    }
+
+    fn into_error(self) -> PayloadError {
+        let segments: Vec<String> = self
+            .path
+            .iter()
+            .rev()
+            .map(|segment| match segment {
+                Segment::Index(i) => format!("[{i}]"),
+                Segment::Key(k) if is_identifier(k) => format!(".{k}"),
+                Segment::Key(k) => format!("[{}]", Value::String(k.clone())),
+            })
+            .collect();
+        // A path into deeply nested data is long; its ends say enough.
+        let path = if segments.len() > 10 {
+            let hidden = segments.len() - 8;
+            format!(
+                "${}...({hidden} levels)...{}",
+                segments[..6].concat(),
+                segments[segments.len() - 2..].concat()
+            )
+        } else {
+            format!("${}", segments.concat())
+        };
+        PayloadError::NotJson {
+            path,
+            reason: self.reason,
+        }
+    }
+}
+
+fn is_identifier(key: &str) -> bool {
+    let mut chars = key.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Turn a JSON-compatible Python value (what `pydantic_core.to_jsonable_python` returns) into
+/// a JSON value. Sets and other sequences become arrays, other mappings objects; a float that
+/// is not finite becomes `null`, as the Pydantic converter writes it.
+pub fn json_from_py(obj: &Bound<'_, PyAny>) -> Result<Value, PayloadError> {
+    to_json(obj, 0).map_err(NotJson::into_error)
+}
+
+fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn to_json(obj: &Bound<'_, PyAny>, depth: usize) -> Result<Value, NotJson> {
+    if obj.is_none() {
+        return Ok(Value::Null);
+    }
+    if let Ok(b) = obj.cast::<PyBool>() {
+        return Ok(Value::Bool(b.is_true()));
+    }
+    if let Ok(i) = obj.cast::<PyInt>() {
+        if let Ok(v) = i.extract::<i64>() {
+            return Ok(Value::from(v));
+        }
+        if let Ok(v) = i.extract::<u64>() {
+            return Ok(Value::from(v));
+        }
+        let bits = i
+            .call_method0("bit_length")
+            .and_then(|b| b.extract::<u64>())
+            .unwrap_or(0);
+        return Err(NotJson::new(format!(
+            "integer of {bits} bits is out of range (JSON payloads hold 64-bit integers)"
+        )));
+    }
+    if let Ok(f) = obj.cast::<PyFloat>() {
+        return Ok(Number::from_f64(f.value()).map_or(Value::Null, Value::Number));
+    }
+    if let Ok(s) = obj.cast::<PyString>() {
+        return match s.to_str() {
+            Ok(text) => Ok(Value::String(text.to_owned())),
+            Err(_) => Err(NotJson::new(
+                "string is not valid Unicode (it holds a lone surrogate)",
+            )),
+        };
+    }
+    if obj.is_instance_of::<PyBytes>() || obj.is_instance_of::<PyByteArray>() {
+        return Err(NotJson::new(format!(
+            "{} has no JSON form; decode it to str first",
+            type_name(obj)
+        )));
+    }
+    let is_mapping = obj.is_instance_of::<PyDict>() || obj.cast::<PyMapping>().is_ok();
+    let is_sequence = obj.is_instance_of::<PyList>()
+        || obj.is_instance_of::<PyTuple>()
+        || obj.is_instance_of::<PySet>()
+        || obj.is_instance_of::<PyFrozenSet>()
+        || obj.cast::<PySequence>().is_ok();
+    if !is_mapping && !is_sequence {
+        return Err(NotJson::new(format!(
+            "type {} has no JSON form",
+            type_name(obj)
+        )));
+    }
+    if depth >= MAX_DEPTH {
+        return Err(NotJson::new(format!(
+            "it nests deeper than {MAX_DEPTH} levels"
+        )));
+    }
+    let failed = |err: PyErr| NotJson::new(format!("reading it failed: {err}"));
+    if is_mapping {
+        let items = match obj.cast::<PyDict>() {
+            Ok(dict) => dict.items(),
+            Err(_) => obj
+                .cast::<PyMapping>()
+                .map_err(|e| failed(e.into()))?
+                .items()
+                .map_err(failed)?,
+        };
+        let mut map = Map::with_capacity(items.len());
+        for item in items.iter() {
+            let (key, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) =
+                item.extract().map_err(failed)?;
+            let Ok(key) = key.cast::<PyString>() else {
+                return Err(NotJson::new(format!(
+                    "dict key of type {} is not a string",
+                    type_name(&key)
+                )));
+            };
+            let key = key.to_str().map_err(|_| {
+                NotJson::new("dict key is not valid Unicode (it holds a lone surrogate)")
+            })?;
+            let value = to_json(&value, depth + 1).map_err(|e| e.at(Segment::Key(key.into())))?;
+            map.insert(key.to_owned(), value);
+        }
+        return Ok(Value::Object(map));
+    }
+    let mut array = Vec::new();
+    for (index, item) in obj.try_iter().map_err(failed)?.enumerate() {
+        let item = item.map_err(failed)?;
+        array.push(to_json(&item, depth + 1).map_err(|e| e.at(Segment::Index(index)))?);
+    }
+    Ok(Value::Array(array))
 }
 
 /// Encode a JSON value the way temporalio's converters do: `null` as `binary/null`,
@@ -189,6 +376,19 @@ mod tests {
             from_payload(&payload),
             Err(PayloadError::MissingEncoding)
         ));
+    }
+
+    fn nested(levels: usize) -> Value {
+        (0..levels).fold(json!(1), |inner, _| json!([inner]))
+    }
+
+    #[test]
+    fn max_depth_is_what_serde_json_still_decodes() {
+        let deepest = to_payload(&nested(MAX_DEPTH));
+        assert_eq!(from_payload(&deepest).unwrap(), nested(MAX_DEPTH));
+        let too_deep = to_payload(&nested(MAX_DEPTH + 1));
+        let err = from_payload(&too_deep).unwrap_err().to_string();
+        assert!(err.contains("recursion limit"), "{err}");
     }
 
     #[test]

@@ -5,8 +5,11 @@ The real worker processes are exercised in test_worker_process.py.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -18,7 +21,11 @@ from nomad_actions.config import reset_config
 
 
 @pytest.fixture(autouse=True)
-def _restore_global_state() -> Iterator[None]:
+def _restore_global_state(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    # A `nomad-actions dev` running for the user's default data dir must not leak in.
+    monkeypatch.setenv("NOMAD_ACTIONS_DATA_DIR", str(tmp_path / "data"))
+    for name in ("NOMAD_TEMPORAL_HOST", "NOMAD_TEMPORAL_PORT"):
+        monkeypatch.delenv(name, raising=False)
     root = logging.getLogger()
     level, handlers = root.level, list(root.handlers)
     yield
@@ -79,6 +86,7 @@ def test_defaults_mirror_the_worker(fake_worker: type[FakeWorker]) -> None:
         "graceful_shutdown_timeout": 10.0,
         "sandboxed": True,
         "deadlock_timeout": 2.0,
+        "skip_broken": False,
     }
 
 
@@ -174,3 +182,13 @@ def test_help_and_version_exit_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--graceful-shutdown-timeout" in capsys.readouterr().out
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"nomad-actions {__version__}"
+
+
+def test_worker_finds_a_running_dev_server(fake_worker: type[FakeWorker], tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    info = {"pid": os.getpid(), "host": "127.0.0.9", "port": 7999, "namespace": "default"}
+    (data_dir / "dev.json").write_text(json.dumps(info))
+    assert main(["worker", "-q", "cpu"]) == 0
+    config = fake_worker.instances[0].kwargs["config"]
+    assert (config.host, config.port, config.development) == ("127.0.0.9", 7999, True)

@@ -7,6 +7,7 @@ Plugins define actions with plain `temporalio` decorators and expose them throug
 
 from nomad_actions._core import __version__
 from nomad_actions.action import Action, ActionEntryPoint
+from nomad_actions.artifacts import action_artifacts_dir, action_instance_artifacts_dir
 from nomad_actions.client import (
     ActionExecution,
     ActionProgress,
@@ -43,6 +44,8 @@ from nomad_actions.errors import (
     WorkflowAlreadyStartedError,
     WorkflowNotFoundError,
 )
+from nomad_actions.heartbeat import heartbeat
+from nomad_actions.progress import ProgressReport, report_progress
 from nomad_actions.registry import (
     get_actions,
     load_action,
@@ -50,6 +53,7 @@ from nomad_actions.registry import (
     register_action,
     unregister_action,
 )
+from nomad_actions.schemas import get_action_schema, get_all_action_schemas, validate_action_arg
 
 __all__ = [
     "Action",
@@ -63,6 +67,7 @@ __all__ = [
     "ConnectionConfig",
     "NomadActionsError",
     "PayloadError",
+    "ProgressReport",
     "RPCError",
     "TaskQueue",
     "TemporalConnectionError",
@@ -71,15 +76,20 @@ __all__ = [
     "WorkflowAlreadyStartedError",
     "WorkflowNotFoundError",
     "__version__",
+    "action_artifacts_dir",
+    "action_instance_artifacts_dir",
     "configure",
     "get_action_progress",
     "get_action_progress_async",
     "get_action_result",
     "get_action_result_async",
+    "get_action_schema",
     "get_action_status",
     "get_action_status_async",
     "get_actions",
+    "get_all_action_schemas",
     "get_config",
+    "heartbeat",
     "list_actions",
     "list_actions_async",
     "load_action",
@@ -87,6 +97,7 @@ __all__ = [
     "query_action_async",
     "refresh_actions",
     "register_action",
+    "report_progress",
     "signal_action",
     "signal_action_async",
     "start_action",
@@ -96,4 +107,5 @@ __all__ = [
     "terminate_action",
     "terminate_action_async",
     "unregister_action",
+    "validate_action_arg",
 ]

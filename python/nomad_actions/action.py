@@ -13,13 +13,14 @@ import typing
 from collections.abc import Callable
 from typing import Any, Literal
 
+import temporalio.activity
 from pydantic import BaseModel, ConfigDict
 from temporalio.workflow import _Definition
 
 from .config import TaskQueue
 from .config import task_queue_name as _queue_name
 
-__all__ = ["Action", "ActionEntryPoint", "is_action", "is_action_entry_point"]
+__all__ = ["Action", "ActionEntryPoint", "as_action", "is_action", "is_action_entry_point"]
 
 
 def _definition(cls: Any, argument: str) -> _Definition:
@@ -28,6 +29,13 @@ def _definition(cls: Any, argument: str) -> _Definition:
         name = getattr(cls, "__qualname__", None) or repr(cls)
         raise TypeError(f"{argument} {name} must be a class decorated with @workflow.defn")
     return defn
+
+
+def _check_activities(activities: list[Callable[..., Any]], argument: str) -> None:
+    for fn in activities:
+        if temporalio.activity._Definition.from_callable(fn) is None:
+            name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+            raise TypeError(f"{argument} {name} must be a function decorated with @activity.defn")
 
 
 class Action:
@@ -66,8 +74,9 @@ class Action:
 
         Raises:
             TypeError: ``activities`` is not a list of callables, ``child_workflows`` is not a
-                list, ``task_queue_activities`` is not a dict of such lists, or a workflow class
-                lacks ``@workflow.defn`` (or the main workflow is dynamic).
+                list, ``task_queue_activities`` is not a dict of such lists, an activity lacks
+                ``@activity.defn``, or a workflow class lacks ``@workflow.defn`` (or the main
+                workflow is dynamic). The message names the offending function or class.
         """
         if not isinstance(activities, list) or not all(callable(a) for a in activities):
             raise TypeError("activities must be a list of callable functions")
@@ -82,6 +91,9 @@ class Action:
             for queue_activities in task_queue_activities.values()
         ):
             raise TypeError("task_queue_activities values must be lists of callable functions")
+        _check_activities(activities, "activity")
+        for queue, queue_activities in task_queue_activities.items():
+            _check_activities(queue_activities, f"activity for task queue {_queue_name(queue)}")
         if not _queue_name(task_queue):
             raise TypeError("task_queue must be a TaskQueue or a non-empty string")
         if _definition(workflow, "workflow").name is None:
@@ -212,6 +224,33 @@ def is_action_entry_point(obj: object) -> bool:
     return callable(getattr(obj, "load", None)) and getattr(obj, "entry_point_type", None) == (
         "action"
     )
+
+
+def as_action(obj: Any) -> Action:
+    """Checks an action and returns it as an :class:`Action`.
+
+    Upstream NOMAD's ``Action`` (or any object of that shape) checks little; this applies
+    :class:`Action`'s checks to it, so a missing ``@workflow.defn`` or ``@activity.defn`` is
+    found when the action is loaded, not when a worker first runs it.
+
+    Args:
+        obj: An object for which :func:`is_action` is true.
+
+    Returns:
+        ``obj`` itself if it is an :class:`Action`, else a new :class:`Action` with its
+        attributes.
+
+    Raises:
+        TypeError: The action is invalid; the message names the offending function or class.
+    """
+    checked = Action(
+        task_queue=obj.task_queue,
+        activities=obj.activities,
+        workflow=obj.workflow,
+        child_workflows=getattr(obj, "child_workflows", None),
+        task_queue_activities=getattr(obj, "task_queue_activities", None),
+    )
+    return obj if isinstance(obj, Action) else checked
 
 
 def is_action(obj: object) -> bool:

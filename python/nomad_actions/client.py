@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any, TypeVar
@@ -29,7 +29,9 @@ from nomad_actions.errors import (
     ActionFailedError,
     ActionInputError,
     ActionPermissionError,
+    PayloadError,
 )
+from nomad_actions.progress import ProgressReport, progress_reports
 from nomad_actions.registry import (
     get_action_entry_point,
     load_action,
@@ -69,6 +71,21 @@ NativeCall = Callable[[bool], Any]
 Op = Generator[NativeCall, Any, T]
 
 
+_ENCRYPTED_HINT = (
+    "; it was encrypted with a NOMAD API secret (upstream's Fernet codec), so set the same "
+    "secret (configure(api_secret=...) or NOMAD_SERVICES_API_SECRET) outside development mode"
+)
+
+
+def _explained(err: PayloadError) -> PayloadError | None:
+    """The error of a client without a secret that met encrypted data, saying what to do;
+    None for other payload errors."""
+    text = str(err)
+    if 'unsupported encoding "binary/encrypted"' not in text or _ENCRYPTED_HINT in text:
+        return None
+    return PayloadError(text + _ENCRYPTED_HINT)
+
+
 def _sync(op: Op[T]) -> T:
     try:
         call = next(op)
@@ -76,6 +93,11 @@ def _sync(op: Op[T]) -> T:
             call = op.send(call(True))
     except StopIteration as stop:
         return stop.value
+    except PayloadError as err:
+        explained = _explained(err)
+        if explained is None:
+            raise
+        raise explained from None
 
 
 async def _async(op: Op[T]) -> T:
@@ -85,6 +107,11 @@ async def _async(op: Op[T]) -> T:
             call = op.send(await call(False))
     except StopIteration as stop:
         return stop.value
+    except PayloadError as err:
+        explained = _explained(err)
+        if explained is None:
+            raise
+        raise explained from None
 
 
 @lru_cache(maxsize=8)
@@ -141,17 +168,43 @@ def _user_id_of(data: Any) -> str | None:
     return None if value is None else str(value)
 
 
+def _check_may_start(
+    action_id: str, entry_point: Any, user_id: str, user_groups: Sequence[str] | None
+) -> None:
+    """Upstream NOMAD 2.x: an entry point with ``users`` or ``groups`` admits only the
+    users listed in ``users`` and the members of one of ``groups``; without either, anyone."""
+    users = getattr(entry_point, "users", None) or []
+    groups = getattr(entry_point, "groups", None) or []
+    if not users and not groups:
+        return
+    if user_id in {str(u) for u in users}:
+        return
+    if {str(g) for g in user_groups or ()} & {str(g) for g in groups}:
+        return
+    raise ActionPermissionError(
+        f'User "{user_id}" may not start action "{action_id}": only the users and groups '
+        "listed in its entry point (users/groups) may run it"
+    )
+
+
 def _prepare_start(
-    action_id: str | None, data: Any, action_name: str | None, workflow_id: str | None
+    action_id: str | None,
+    data: Any,
+    action_name: str | None,
+    workflow_id: str | None,
+    user_groups: Sequence[str] | None = None,
 ) -> dict[str, Any]:
+    if isinstance(user_groups, str):
+        raise TypeError("user_groups must be a list of group ids, not a string")
     aid = resolve_action_id(action_id=action_id, action_name=action_name)
     action = load_action(aid)
-    get_action_entry_point(aid)  # raises UnknownActionError for ids that vanished
+    entry_point = get_action_entry_point(aid)  # raises UnknownActionError for vanished ids
     tp = action.run_arg_type
     validated = _validate_input(aid, tp, data)
     user_id = _user_id_of(validated)
     if not user_id:
         raise ActionInputError(f'Input for action "{aid}" must carry a user_id')
+    _check_may_start(aid, entry_point, user_id, user_groups)
     queue = action.task_queue
     return {
         "workflow_id": workflow_id or f"{aid}-{user_id}-{uuid.uuid4()}",
@@ -162,8 +215,10 @@ def _prepare_start(
     }
 
 
-def _start(action_id: Any, data: Any, action_name: Any, workflow_id: Any) -> Op[str]:
-    request = _prepare_start(action_id, data, action_name, workflow_id)
+def _start(
+    action_id: Any, data: Any, action_name: Any, workflow_id: Any, user_groups: Any
+) -> Op[str]:
+    request = _prepare_start(action_id, data, action_name, workflow_id, user_groups)
     client = _client()
     yield lambda blocking: client.start_workflow(request, blocking)
     return request["workflow_id"]
@@ -175,6 +230,7 @@ def start_action(
     *,
     action_name: str | None = None,
     workflow_id: str | None = None,
+    user_groups: Sequence[str] | None = None,
 ) -> str:
     """Start an action and return its workflow id.
 
@@ -185,6 +241,8 @@ def start_action(
             `user_id`.
         action_name: upstream NOMAD 2.x spelling; an id or an entry point `name`.
         workflow_id: use this id instead of `f'{action_id}-{user_id}-{uuid4()}'`.
+        user_groups: the group ids of the user, checked against the entry point's
+            `groups` (upstream NOMAD 2.x access control).
 
     Returns:
         The workflow id.
@@ -192,10 +250,12 @@ def start_action(
     Raises:
         UnknownActionError: no such action (the message lists the known ids).
         ActionInputError: the data does not fit the input type (names the field).
+        ActionPermissionError: the entry point lists `users` or `groups`, and the user is
+            neither listed nor in one of the groups (a `PermissionError`).
         TemporalConnectionError: the server cannot be reached.
         WorkflowAlreadyStartedError: `workflow_id` is already running.
     """
-    return _sync(_start(action_id, data, action_name, workflow_id))
+    return _sync(_start(action_id, data, action_name, workflow_id, user_groups))
 
 
 async def start_action_async(
@@ -204,9 +264,10 @@ async def start_action_async(
     *,
     action_name: str | None = None,
     workflow_id: str | None = None,
+    user_groups: Sequence[str] | None = None,
 ) -> str:
     """Async twin of `start_action`."""
-    return await _async(_start(action_id, data, action_name, workflow_id))
+    return await _async(_start(action_id, data, action_name, workflow_id, user_groups))
 
 
 def _check_owner(workflow_id: str, description: dict[str, Any], user_id: str | None) -> None:
@@ -497,19 +558,78 @@ async def list_actions_async(
 
 @dataclasses.dataclass(frozen=True)
 class ActionProgress:
-    """Status of an action with the last heartbeat details of its pending activities."""
+    """Status of an action with the last heartbeat details of its pending activities.
+
+    `fraction`, `message` and `activity_type` give the progress reported with
+    `nomad_actions.report_progress` by the most recently scheduled pending activity that
+    reported any (None when none did, e.g. once the action has ended).
+
+    Attributes:
+        status: the workflow's status.
+        activities: pending activities: activity_id, activity_type, attempt, state,
+            heartbeat_details (list), last_failure.
+        workflow_id, action_id, user_id, workflow_type: the action run (the ids from its memo).
+        start_time, close_time: when it started and ended (None while running).
+    """
 
     status: WorkflowExecutionStatus
     activities: list[dict[str, Any]]
+    workflow_id: str | None = None
+    action_id: str | None = None
+    user_id: str | None = None
+    workflow_type: str | None = None
+    start_time: datetime | None = None
+    close_time: datetime | None = None
+
+    @property
+    def reports(self) -> list[ProgressReport]:
+        """Progress reports of the pending activities, oldest scheduled first."""
+        return progress_reports(self.activities)
+
+    @property
+    def latest(self) -> ProgressReport | None:
+        """The report of the most recently scheduled activity that reported progress."""
+        reports = self.reports
+        return reports[-1] if reports else None
+
+    @property
+    def fraction(self) -> float | None:
+        """Reported progress from 0.0 to 1.0, or None."""
+        latest = self.latest
+        return None if latest is None else latest.fraction
+
+    @property
+    def message(self) -> str | None:
+        """The message of the latest progress report, or None."""
+        latest = self.latest
+        return None if latest is None else latest.message
+
+    @property
+    def activity_type(self) -> str | None:
+        """The activity type that made the latest progress report, or None."""
+        latest = self.latest
+        return None if latest is None else latest.activity_type
 
 
 def _progress(workflow_id: str, user_id: str | None) -> Op[ActionProgress]:
     d = yield from _describe(workflow_id, user_id)
-    return ActionProgress(WorkflowExecutionStatus(d["status"]), d["pending_activities"])
+    memo = d["memo"]
+    action_id, owner = memo.get(MEMO_ACTION_ID), memo.get(MEMO_USER_ID)
+    return ActionProgress(
+        WorkflowExecutionStatus(d["status"]),
+        d["pending_activities"],
+        workflow_id=d["workflow_id"] or workflow_id,
+        action_id=None if action_id is None else str(action_id),
+        user_id=None if owner is None else str(owner),
+        workflow_type=d["workflow_type"] or None,
+        start_time=_time(d["start_time"]),
+        close_time=_time(d["close_time"]),
+    )
 
 
 def get_action_progress(workflow_id: str, user_id: str | None = None) -> ActionProgress:
-    """Status plus pending activities (id, type, attempt, heartbeat details)."""
+    """Status plus pending activities (id, type, attempt, heartbeat details), and the
+    progress they reported with `report_progress` (`.fraction`, `.message`)."""
     return _sync(_progress(workflow_id, user_id))
 
 

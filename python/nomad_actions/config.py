@@ -117,8 +117,9 @@ class ConnectionConfig:
         host: Server host name.
         port: Server port (1 to 65535).
         namespace: Temporal namespace.
-        api_key: API key sent as a bearer token, or None.
-        tls: TLS settings, or None for a plain connection.
+        api_key: API key sent as a bearer token (``authorization: Bearer <key>``), or None.
+        tls: TLS settings, or None for a plain connection. With an ``api_key`` it is never
+            None: a key alone means TLS with the system roots.
         connect_timeout_millis: Connection timeout in milliseconds.
         identity: Client/worker identity shown in Temporal, ``pid@hostname`` by default.
         api_secret: NOMAD API secret; payloads are encrypted with it (upstream NOMAD's
@@ -142,6 +143,10 @@ class ConnectionConfig:
         return None if self.development or not self.api_secret else self.api_secret
 
     def __post_init__(self) -> None:
+        if self.api_key and self.tls is None:
+            # An API key only travels over TLS (``https``); as in temporalio, a key alone
+            # means TLS with the system roots. Without this, the connection could never open.
+            object.__setattr__(self, "tls", TlsConfig())
         _check_port(self.port, "port")
         if not self.host:
             raise ValueError("host must not be empty")
@@ -283,7 +288,8 @@ def configure(
         host: Server host name.
         port: Server port, 1 to 65535.
         namespace: Temporal namespace.
-        api_key: API key; an empty string removes it.
+        api_key: API key, sent as a bearer token; implies TLS (with the system roots unless
+            TLS is configured otherwise). An empty string removes it.
         tls: True for TLS with system roots, False for no TLS, or a ``TlsConfig`` or a dict of
             its fields (PEM strings are encoded to bytes).
         connect_timeout: Connection timeout in seconds.
@@ -335,6 +341,9 @@ def configure(
 
     if tls is not None:
         changes["tls"] = _tls_from_arg(tls)
+    elif api_key == "" and not tls_changes and current.api_key and current.tls == TlsConfig():
+        # Removing the key also removes the TLS it implied (pass tls=True to keep it).
+        changes["tls"] = None
     if tls_changes:
         if changes.get("tls") is None and tls is False:
             raise ValueError("tls=False conflicts with the tls_* certificate arguments")

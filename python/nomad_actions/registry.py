@@ -5,6 +5,12 @@ group; those that look like action entry points (see
 :func:`~nomad_actions.action.is_action_entry_point`) are kept, with the entry point's value
 (``'package.module:attribute'``) as their id, as in NOMAD. Tests and notebooks can add more with
 :func:`register_action`; a registered action hides a discovered one with the same id.
+
+Broken plugins are reported, never silently dropped: an entry point whose module fails to import
+is listed by :func:`get_broken_entry_points` (looking it up raises :class:`ActionLoadError`
+with the import error), and :func:`load_action` checks what ``load()`` returns (an action whose
+workflow lacks ``@workflow.defn`` or whose activity lacks ``@activity.defn`` is refused, naming
+the entry point and the function or class).
 """
 
 from __future__ import annotations
@@ -18,14 +24,20 @@ from typing import Any
 
 from pydantic import PrivateAttr
 
-from .action import Action, ActionEntryPoint, is_action, is_action_entry_point
-from .errors import ActionLoadError, AmbiguousActionError, UnknownActionError
+from .action import Action, ActionEntryPoint, as_action, is_action, is_action_entry_point
+from .errors import (
+    ActionLoadError,
+    AmbiguousActionError,
+    NomadActionsError,
+    UnknownActionError,
+)
 
 __all__ = [
     "ENTRY_POINT_GROUP",
     "clear_registered_actions",
     "get_action_entry_point",
     "get_actions",
+    "get_broken_entry_points",
     "load_action",
     "refresh_actions",
     "register_action",
@@ -40,6 +52,8 @@ logger = logging.getLogger(__name__)
 # Loading user code can import anything, so the lock is reentrant and never held by callers.
 _lock = threading.RLock()
 _discovered: dict[str, Any] | None = None
+# Entry points of the group whose module failed to import: value -> the import error.
+_import_errors: dict[str, BaseException] = {}
 _registered: dict[str, Any] = {}
 _loaded: dict[str, Any] = {}
 
@@ -75,16 +89,18 @@ def _with_defaults(obj: Any, **values: Any) -> Any:
 
 def _discover() -> dict[str, Any]:
     found: dict[str, Any] = {}
+    _import_errors.clear()
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             obj = ep.load()
-        except Exception:
+        except Exception as err:
             logger.warning(
                 'Skipping %s entry point "%s": it failed to import',
                 ENTRY_POINT_GROUP,
                 ep.value,
                 exc_info=True,
             )
+            _import_errors[ep.value] = err
             continue
         if not is_action_entry_point(obj):
             continue
@@ -168,6 +184,37 @@ def clear_registered_actions() -> None:
         _registered.clear()
 
 
+def get_broken_entry_points() -> dict[str, str]:
+    """Returns the ``nomad.plugin`` entry points whose module failed to import.
+
+    Such an entry point may or may not be an action (the group also holds parsers, schemas and
+    apps): nothing about it, its task queue included, is known. :func:`get_actions` leaves them
+    out; a worker refuses to start while there are any, unless told to skip broken ones.
+
+    Returns:
+        A new dict of entry point value (what would be the action id) -> the import error,
+        as ``'<ExceptionType>: <message>'``.
+    """
+    with _lock:
+        _all_entry_points()
+        errors = dict(_import_errors)
+    return {ep_id: f"{type(err).__name__}: {err}" for ep_id, err in errors.items()}
+
+
+def _import_failure(action_id: str) -> ActionLoadError | None:
+    """The error to raise for an id whose entry point failed to import, if it did."""
+    with _lock:
+        err = None if action_id in _registered else _import_errors.get(action_id)
+    if err is None:
+        return None
+    error = ActionLoadError(
+        f'Failed to load action from entry point "{action_id}": its module failed to import '
+        f"({type(err).__name__}: {err})"
+    )
+    error.__cause__ = err
+    return error
+
+
 def get_actions() -> dict[str, ActionEntryPoint]:
     """Returns the entry points of all known actions, by id.
 
@@ -180,7 +227,10 @@ def get_actions() -> dict[str, ActionEntryPoint]:
     return _all_entry_points()
 
 
-def _unknown(action_id: str, known: dict[str, Any]) -> UnknownActionError:
+def _unknown(action_id: str, known: dict[str, Any]) -> NomadActionsError:
+    broken = _import_failure(action_id)
+    if broken is not None:
+        return broken
     ids = sorted(known)
     listing = f"Known actions: {', '.join(ids)}" if ids else "no actions are installed"
     sep = "." if ids else ":"
@@ -198,12 +248,13 @@ def get_action_entry_point(action_id: str) -> ActionEntryPoint:
 
     Raises:
         UnknownActionError: No action has this id; the message lists the known ids.
+        ActionLoadError: The entry point with this id failed to import (the message names it
+            and gives the import error).
     """
     known = _all_entry_points()
-    try:
-        return known[action_id]
-    except KeyError:
-        raise _unknown(action_id, known) from None
+    if action_id not in known:
+        raise _unknown(action_id, known)
+    return known[action_id]
 
 
 def load_action(action_id: str) -> Action:
@@ -217,8 +268,10 @@ def load_action(action_id: str) -> Action:
 
     Raises:
         UnknownActionError: No action has this id.
-        ActionLoadError: ``load()`` raised (the original error is the ``__cause__``) or did not
-            return an action.
+        ActionLoadError: ``load()`` raised (the original error is the ``__cause__``), did not
+            return an action, or returned an invalid one (a workflow without
+            ``@workflow.defn``, an activity without ``@activity.defn``; the message names it),
+            or the entry point failed to import.
     """
     with _lock:
         if action_id in _loaded:
@@ -231,6 +284,10 @@ def load_action(action_id: str) -> Action:
         raise ActionLoadError(f'Failed to load action from entry point "{action_id}"') from e
     if not is_action(action):
         raise ActionLoadError(f'The following entry point did not return an Action: "{action_id}"')
+    try:
+        action = as_action(action)
+    except TypeError as e:
+        raise ActionLoadError(f'Invalid action from entry point "{action_id}": {e}') from e
     with _lock:
         # Keep whichever load won a race, so every caller sees the same object.
         return _loaded.setdefault(action_id, action)
@@ -250,6 +307,7 @@ def resolve_action_id(action_id: str | None = None, action_name: str | None = No
     Raises:
         TypeError: Neither or both arguments were given.
         UnknownActionError: No action matches.
+        ActionLoadError: The entry point with this id failed to import.
         AmbiguousActionError: ``action_name`` is the name of several actions; the message
             lists their ids.
     """

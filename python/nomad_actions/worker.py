@@ -12,6 +12,7 @@ import contextlib
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -22,10 +23,11 @@ import temporalio.worker
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from nomad_actions import _core
-from nomad_actions.action import Action
+from nomad_actions.action import Action, as_action
 from nomad_actions.activity_bridge import ActivityBridge
 from nomad_actions.config import ConnectionConfig, TaskQueue, get_config, task_queue_name
-from nomad_actions.registry import get_actions, load_action
+from nomad_actions.errors import ActionLoadError, TemporalConnectionError
+from nomad_actions.registry import get_actions, get_broken_entry_points, load_action
 from nomad_actions.workflow_bridge import WorkflowBridge
 
 __all__ = ["Worker", "WorkerOptions", "resolve_task_queue"]
@@ -33,6 +35,10 @@ __all__ = ["Worker", "WorkerOptions", "resolve_task_queue"]
 logger = logging.getLogger("nomad_actions.worker")
 
 _QUEUE_ALIASES = {"cpu": TaskQueue.CPU.value, "gpu": TaskQueue.GPU.value}
+
+#: Delay before the second attempt to reach the server at startup; it doubles up to the max.
+CONNECT_RETRY_INITIAL_DELAY = 1.0
+CONNECT_RETRY_MAX_DELAY = 30.0
 
 
 def resolve_task_queue(task_queue: TaskQueue | str) -> str:
@@ -75,22 +81,100 @@ def _is_fast_converter(converter: temporalio.converter.DataConverter | None) -> 
     )
 
 
-def _actions_for_queue(queue: str) -> tuple[list[Action], list[Callable[..., Any]]]:
-    """Discovered actions on `queue`, and activities other actions register on it."""
+def _reason(err: BaseException) -> str:
+    """An error's message, with its cause when the message does not already carry it."""
+    message = str(err) or type(err).__name__
+    cause = err.__cause__
+    if cause is not None and str(cause) not in message:
+        message += f" ({type(cause).__name__}: {cause})"
+    return message
+
+
+def _entry_point_queue(entry_point: Any) -> str | None:
+    """The task queue an entry point declares, read without loading it; None if unreadable."""
+    try:
+        queue = entry_point.task_queue
+        return resolve_task_queue(queue) if queue else None
+    except Exception:
+        return None
+
+
+def _actions_for_queue(
+    queue: str,
+) -> tuple[list[Action], list[Callable[..., Any]], dict[str, str]]:
+    """Discovered actions on `queue`, activities other actions register on it, and the
+    broken entry points that concern this queue (id -> reason).
+
+    An entry point's own `task_queue` decides whether it concerns this worker, before it is
+    loaded: a broken action on another queue is no reason to stop this one. Actions on other
+    queues are still loaded for the activities they register here (`task_queue_activities`);
+    if that fails it is only logged. An entry point that failed to import has an unknown queue,
+    so it concerns every worker.
+    """
     actions: list[Action] = []
     extra: list[Callable[..., Any]] = []
-    for action_id in sorted(get_actions()):
+    broken = {
+        ep_id: f"its module failed to import ({error}), so its task queue is unknown"
+        for ep_id, error in get_broken_entry_points().items()
+    }
+    for action_id, entry_point in sorted(get_actions().items()):
+        declared = _entry_point_queue(entry_point)
+        concerns_us = declared is None or declared == queue
         try:
             action = load_action(action_id)
+            on_queue = resolve_task_queue(action.task_queue) == queue
         except Exception as err:
-            logger.error("Skipping action %s: %s", action_id, err)
+            if concerns_us:
+                broken[action_id] = _reason(err)
+            else:
+                logger.info(
+                    "Ignoring action %s (task queue %s), which does not load: %s",
+                    action_id,
+                    declared,
+                    _reason(err),
+                )
             continue
-        if resolve_task_queue(action.task_queue) == queue:
+        if on_queue:
             actions.append(action)
         for other_queue, activities in (action.task_queue_activities or {}).items():
             if resolve_task_queue(other_queue) == queue:
                 extra.extend(activities)
-    return actions, extra
+    return actions, extra, broken
+
+
+def _given_actions(actions: Sequence[Action | str]) -> tuple[list[Action], dict[str, str]]:
+    """The actions passed to the worker, loaded and checked; broken ones (label -> reason)."""
+    loaded: list[Action] = []
+    broken: dict[str, str] = {}
+    for item in actions:
+        try:
+            loaded.append(load_action(item) if isinstance(item, str) else as_action(item))
+        except Exception as err:
+            broken[item if isinstance(item, str) else repr(item)] = _reason(err)
+    return loaded, broken
+
+
+def _handle_broken(queue: str, broken: dict[str, str], skip_broken: bool) -> None:
+    """Refuse to start (ActionLoadError naming every broken entry point), or log and go on."""
+    if not broken:
+        return
+    if skip_broken:
+        for ep_id, reason in sorted(broken.items()):
+            logger.error('Skipping broken action entry point "%s": %s', ep_id, reason)
+        return
+    # Loader messages name the entry point already; the others get it in front.
+    lines = "\n".join(
+        f"  - {reason}" if f'"{ep_id}"' in reason else f'  - "{ep_id}": {reason}'
+        for ep_id, reason in sorted(broken.items())
+    )
+    count = f"{len(broken)} broken action entry point" + ("s" if len(broken) > 1 else "")
+    error = ActionLoadError(
+        f'Refusing to start the worker on task queue "{queue}": {count}:\n{lines}\n'
+        "Fix or uninstall the plugin, or skip broken actions with --skip-broken "
+        "(Worker(skip_broken=True))."
+    )
+    error.broken_entry_points = dict(broken)  # type: ignore[attr-defined]
+    raise error
 
 
 def _unique(items: Sequence[Any], key: Callable[[Any], Any]) -> list[Any]:
@@ -128,6 +212,19 @@ class Worker:
         max_heartbeat_throttle_interval, default_heartbeat_throttle_interval: how often at
             most heartbeats reach the server (core throttles them in Rust).
         client: a temporalio `Client` that activities get from `activity.client()`.
+        skip_broken: log and skip broken action entry points (failing to import or to load,
+            or an invalid workflow or activity) instead of refusing to start. Only entry points
+            on this task queue count, and those that fail to import (their queue is unknown).
+
+    Raises:
+        ActionLoadError: an action entry point for this queue is broken (and not
+            `skip_broken`); the message names every broken entry point and why.
+        ValueError: nothing to run on this queue.
+
+    `run()` and `run_async()` wait for the server if it cannot be reached at startup: they
+    retry with a growing delay (1 s doubling to 30 s), logging each attempt with the address,
+    until it answers or `shutdown()` is called. Once running, a lost server is sdk-core's to
+    handle: its pollers retry until the server is back, and the worker carries on.
 
     `run()` blocks until SIGTERM/SIGINT or `shutdown()`; `await run_async()` is the async
     form; `with Worker(...):` runs it in a background thread.
@@ -155,13 +252,15 @@ class Worker:
         max_heartbeat_throttle_interval: float | timedelta = 60.0,
         default_heartbeat_throttle_interval: float | timedelta = 30.0,
         client: Any = None,
+        skip_broken: bool = False,
     ) -> None:
         self.task_queue = resolve_task_queue(task_queue)
+        extra: list[Callable[..., Any]] = []
         if actions is None:
-            self.actions, extra = _actions_for_queue(self.task_queue)
+            self.actions, extra, broken = _actions_for_queue(self.task_queue)
         else:
-            self.actions = [load_action(a) if isinstance(a, str) else a for a in actions]
-            extra = []
+            self.actions, broken = _given_actions(actions)
+        _handle_broken(self.task_queue, broken, skip_broken)
         wf_classes = [w for a in self.actions for w in a.all_workflows()] + list(workflows)
         act_fns = [f for a in self.actions for f in a.activities] + extra + list(activities)
         self.workflows = _unique(wf_classes, key=lambda c: c)
@@ -271,15 +370,65 @@ class Worker:
         self._finished.set()
         logger.info("Worker on %s stopped", self.task_queue)
 
+    def _retry_delay(self, attempt: int, err: BaseException) -> float:
+        """Log a failed attempt to reach the server; return the delay before the next one."""
+        delay = min(CONNECT_RETRY_INITIAL_DELAY * 2 ** (attempt - 1), CONNECT_RETRY_MAX_DELAY)
+        logger.warning(
+            "Cannot reach Temporal at %s for task queue %s (attempt %d): %s; retrying in %g s",
+            self.config.address,
+            self.task_queue,
+            attempt,
+            err,
+            delay,
+        )
+        return delay
+
+    def _connect(self) -> Any:
+        """Create the native worker, retrying while the server cannot be reached.
+
+        Returns None when `shutdown()` was called before the server answered.
+        """
+        attempt = 0
+        while not self._stopping.is_set():
+            attempt += 1
+            try:
+                return _core.WorkerRef.create(self.config, self.options, True)
+            except TemporalConnectionError as err:
+                if self._stopping.is_set():
+                    break
+                if self._stopping.wait(self._retry_delay(attempt, err)):
+                    break
+        logger.info("Worker on %s stopped before reaching the server", self.task_queue)
+        return None
+
+    async def _connect_async(self) -> Any:
+        """`_connect` for `run_async`: the waits do not block the event loop."""
+        attempt = 0
+        while not self._stopping.is_set():
+            attempt += 1
+            try:
+                return await _core.WorkerRef.create(self.config, self.options, False)
+            except TemporalConnectionError as err:
+                if self._stopping.is_set():
+                    break
+                deadline = time.monotonic() + self._retry_delay(attempt, err)
+                while not self._stopping.is_set() and time.monotonic() < deadline:
+                    await asyncio.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+        logger.info("Worker on %s stopped before reaching the server", self.task_queue)
+        return None
+
     def run(self) -> None:
         """Run until SIGTERM/SIGINT (in the main thread) or `shutdown()`; then drain.
 
-        Running activities get `graceful_shutdown_timeout` to finish before they are
-        cancelled; every task is completed before this returns.
+        Waits for the server if it cannot be reached (see the class docstring). Running
+        activities get `graceful_shutdown_timeout` to finish before they are cancelled;
+        every task is completed before this returns.
         """
         restore = self._install_signal_handlers()
         try:
-            self._ref = _core.WorkerRef.create(self.config, self.options, True)
+            self._ref = self._connect()
+            if self._ref is None:
+                return
             self._log_start()
             self._started.set()
             if self._stopping.is_set():
@@ -297,7 +446,9 @@ class Worker:
     async def run_async(self) -> None:
         """Async form of `run()` (no signal handlers are installed)."""
         try:
-            self._ref = await _core.WorkerRef.create(self.config, self.options, False)
+            self._ref = await self._connect_async()
+            if self._ref is None:
+                return
             self._log_start()
             self._started.set()
             if self._stopping.is_set():

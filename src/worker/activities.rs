@@ -92,7 +92,7 @@ fn info_of(start: &Start, task_queue: &str) -> Info {
 }
 
 /// A failure that Rust itself reports (undecodable input, a broken bridge).
-fn rust_failure(
+pub(super) fn rust_failure(
     message: String,
     failure_type: &str,
     non_retryable: bool,

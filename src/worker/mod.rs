@@ -18,7 +18,8 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use temporalio_common::worker::WorkerTaskTypes;
 use temporalio_sdk_core::{
-    PollerBehavior, Worker as CoreWorker, WorkerConfig, WorkerVersioningStrategy,
+    PollerBehavior, Worker as CoreWorker, WorkerConfig, WorkerValidationError,
+    WorkerVersioningStrategy,
 };
 
 use crate::client::{ConnectionConfig, connection};
@@ -124,10 +125,22 @@ async fn create(
                 options.task_queue
             ))
         })?;
-    // Fails early on an unknown namespace instead of at the first poll.
-    core.validate().await.map_err(|e| EngineError::Connect {
-        target: config.target(),
-        reason: format!("worker validation failed: {e}"),
+    // Fails early on an unknown namespace instead of at the first poll. A namespace the
+    // server does not know is a configuration error; anything else (the server went away
+    // meanwhile) is a connection error, which the Python side retries.
+    core.validate().await.map_err(|e| match &e {
+        WorkerValidationError::NamespaceDescribeError { source, namespace }
+            if source.code() == tonic::Code::NotFound =>
+        {
+            EngineError::Config(format!(
+                "namespace {namespace:?} does not exist on the Temporal server at {}",
+                config.target()
+            ))
+        }
+        _ => EngineError::Connect {
+            target: config.target(),
+            reason: format!("worker validation failed: {e}"),
+        },
     })?;
     Ok(WorkerRef {
         shared: Arc::new(Shared {
@@ -250,8 +263,17 @@ impl WorkerRef {
     }
 
     /// Report the outcome of an activity (called by the activity bridge, from any thread).
+    /// An outcome that cannot be encoded (a result with no JSON form) completes the task as
+    /// failed, naming the reason: raising instead would leave the task running until its
+    /// timeout, and hold one of core's activity slots meanwhile.
     fn complete_activity(&self, task_token: Vec<u8>, outcome: &Bound<'_, PyDict>) -> PyResult<()> {
-        let result = activities::outcome_from_py(outcome)?;
+        let result = activities::outcome_from_py(outcome).unwrap_or_else(|err| {
+            activities::rust_failure(
+                format!("Failed encoding the activity's outcome: {err}"),
+                "PayloadError",
+                false,
+            )
+        });
         activities::complete(&self.shared, task_token, result);
         Ok(())
     }

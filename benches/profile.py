@@ -1,0 +1,168 @@
+"""Where a benchmark worker's CPU goes: per-thread CPU and a py-spy profile by component.
+
+Starts one worker (`benches/worker.py`) on a fresh dev server, warms it up, then runs the
+workload `--loads` times while `py-spy record` samples it. Prints:
+
+- CPU per unit, split by OS thread name (Rust `tokio-runtime-w` threads vs Python threads;
+  Python < 3.14 does not name its threads, so they all show as `python`);
+- how long the GIL was held per unit (py-spy `--gil` samples only the thread holding it),
+  split by Python threads vs native threads running Python code, and by component
+  (temporalio's sandbox, its workflow instance, nomad-actions' bridges, pydantic, protobuf,
+  asyncio, ...): self = innermost frame of a known component, incl = any frame in it.
+
+Needs py-spy (`pip install py-spy` into the bench venv). Writes the collapsed stacks to
+benches/results/profile-<impl>-<mode>-<workload>.txt (open with any flamegraph viewer).
+
+Usage: python benches/profile.py {ours,official} [--unsandboxed] [--workload single]
+           [--size 200] [--loads 3] [--rate 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from run import CLOCK_TICKS, HERE, WORKLOADS, WorkerProcess, drive
+
+# (component, path fragment), first match from the innermost frame outwards wins.
+COMPONENTS = [
+    ("temporalio sandbox", "temporalio/worker/workflow_sandbox/"),
+    ("temporalio workflow instance", "temporalio/worker/_workflow_instance.py"),
+    ("temporalio worker (official loop)", "temporalio/worker/"),
+    ("temporalio bridge (official)", "temporalio/bridge/"),
+    ("temporalio converter", "temporalio/converter"),
+    ("temporalio other", "temporalio/"),
+    ("nomad-actions workflow bridge", "nomad_actions/workflow_bridge.py"),
+    ("nomad-actions activity bridge", "nomad_actions/activity_bridge.py"),
+    ("nomad-actions other", "nomad_actions/"),
+    ("pydantic", "pydantic"),
+    ("protobuf", "google/protobuf"),
+    ("plugin code", "bench_plugin/"),
+    ("asyncio", "asyncio/"),
+    ("threading / queue", "threading.py"),
+    ("threading / queue", "queue.py"),
+    ("concurrent.futures", "concurrent/futures"),
+    ("import machinery", "importlib"),
+]
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds per thread name (live threads only)."""
+    out: dict[str, float] = collections.defaultdict(float)
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                text = f.read()
+        except FileNotFoundError:
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text.rsplit(")", 1)[1].split()
+        out[name] += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return out
+
+
+def component(stack: str) -> str:
+    frames = stack.split(";")
+    for frame in reversed(frames):
+        for name, fragment in COMPONENTS:
+            if fragment in frame:
+                return name
+    return "other"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("impl", choices=["ours", "official"])
+    parser.add_argument("--unsandboxed", action="store_true")
+    parser.add_argument("--workload", default="single", choices=list(WORKLOADS))
+    parser.add_argument("--size", type=int, default=200)
+    parser.add_argument("--loads", type=int, default=3)
+    parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
+    opts = parser.parse_args()
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(py_spy).exists():
+        sys.exit("py-spy not found: pip install py-spy")
+
+    from temporalio.client import Client
+    from temporalio.contrib.pydantic import pydantic_data_converter
+
+    from nomad_actions.testing import DevServer
+
+    mode = "unsandboxed" if opts.unsandboxed else "sandboxed"
+    workload = WORKLOADS[opts.workload]
+    out = HERE / "results" / f"profile-{opts.impl}-{mode}-{workload.key}.txt"
+
+    async def go(address: str, server_pid: int) -> None:
+        client = await Client.connect(address, data_converter=pydantic_data_converter)
+        worker = WorkerProcess(opts.impl, mode, workload, address)
+        try:
+            worker.wait_ready()
+            await drive(client, workload, worker, workload.warmup, server_pid)
+            spy = subprocess.Popen(
+                [
+                    *(py_spy, "record", "--pid", str(worker.pid), "--rate", str(opts.rate)),
+                    *("--format", "raw", "--output", str(out), "--nonblocking", "--gil"),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            time.sleep(1.0)
+            before = thread_cpu(worker.pid)
+            cpu, units = 0.0, 0
+            for _ in range(opts.loads):
+                rep = await drive(client, workload, worker, opts.size, server_pid)
+                cpu += rep.cpu_s
+                units += rep.units
+                print(f"  {rep.units / rep.seconds:.1f} {workload.unit}s/s", flush=True)
+            after = thread_cpu(worker.pid)
+            spy.send_signal(2)
+            spy.wait(60)
+        finally:
+            worker.stop()
+        print(
+            f"\n{opts.impl} {mode} {workload.key}: {1000 * cpu / units:.2f} ms CPU/{workload.unit}"
+        )
+        print("CPU per thread name (live threads; ms per unit):")
+        for name in sorted(after, key=lambda n: after[n] - before.get(n, 0), reverse=True):
+            delta = after[name] - before.get(name, 0)
+            if delta > 0:
+                print(f"  {name:<20} {1000 * delta / units:7.3f}")
+        own: dict[str, int] = collections.Counter()
+        inclusive: dict[str, int] = collections.Counter()
+        roots: dict[str, int] = collections.Counter()
+        for line in out.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            own[component(stack)] += int(count)
+            for name in {name for name, fragment in COMPONENTS if fragment in stack}:
+                inclusive[name] += int(count)
+            # Python threads start in Thread._bootstrap; anything else is Python code that a
+            # native (Rust) thread runs, e.g. the bridges called from tokio's blocking pool.
+            root = "Python threads" if stack.startswith("Thread._bootstrap") else "Rust threads"
+            roots[root] += int(count)
+        total = sum(own.values()) or 1
+        print(
+            f"GIL held (py-spy --gil, {total} samples at {opts.rate} Hz): "
+            f"~{1000 * total / opts.rate / units:.2f} ms per {workload.unit}"
+        )
+        for root, count in roots.most_common():
+            print(f"  on {root:<34} {100 * count / total:5.1f} %")
+        print("by component (self = innermost known frame, incl = any frame in it):")
+        for name, count in own.most_common():
+            incl = 100 * inclusive[name] / total
+            print(f"  {name:<36} self {100 * count / total:5.1f} %  incl {incl:5.1f} %")
+        print(f"collapsed stacks: {out}")
+
+    with DevServer() as server:
+        assert server.process is not None
+        asyncio.run(go(server.address, server.process.pid))
+
+
+if __name__ == "__main__":
+    main()

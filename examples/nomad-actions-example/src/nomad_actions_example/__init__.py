@@ -1,0 +1,1 @@
+"""Example NOMAD action plugin for nomad-actions."""
