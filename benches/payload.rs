@@ -29,7 +29,7 @@ fn document(target: usize) -> Value {
             "entry_id": format!("entry-{i:08}"),
             "formula": "C9H8O4",
             "energy_ev": -1234.5678 - f * 0.001,
-            "converged": i % 3 != 0,
+            "converged": !i.is_multiple_of(3),
             "positions": [[0.1 * f, 0.2, 0.3], [1.4, 0.05 * f, 2.25]],
             "tags": ["dft", "pbe"],
         });

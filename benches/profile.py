@@ -12,9 +12,11 @@ workload `--loads` times while `py-spy record` samples it. Prints:
 
 Needs py-spy (`pip install py-spy` into the bench venv). Writes the collapsed stacks to
 benches/results/profile-<impl>-<mode>-<workload>.txt (open with any flamegraph viewer).
+With `--perf`, samples every thread with Linux `perf` instead and prints the share of CPU
+per shared object (our Rust `_core`, temporalio's Rust bridge, libpython, the kernel, ...).
 
 Usage: python benches/profile.py {ours,official} [--unsandboxed] [--workload single]
-           [--size 200] [--loads 3] [--rate 200]
+           [--size 200] [--loads 3] [--rate 200] [--perf]
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ import sys
 import time
 from pathlib import Path
 
-from run import CLOCK_TICKS, HERE, WORKLOADS, WorkerProcess, drive
+from run import CLOCK_TICKS, HERE, WORKLOADS, WorkerProcess, compile_plugin, drive
+
+PERF_HZ = 999
 
 # (component, path fragment), first match from the innermost frame outwards wins.
 COMPONENTS = [
@@ -77,6 +81,24 @@ def component(stack: str) -> str:
     return "other"
 
 
+def perf_report(perf_data: Path, units: int, unit: str) -> None:
+    """CPU per unit by thread name and shared object, from perf's cpu-clock samples."""
+    cmd = ["perf", "report", "-i", str(perf_data), "--stdio", "--no-children", "-g", "none"]
+    report = subprocess.run(
+        [*cmd, "-n", "--sort", "comm,dso", "--percent-limit", "0.3"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    print(f"perf (cpu-clock at {PERF_HZ} Hz, every thread): ms per {unit} by thread, object")
+    for line in report.splitlines():
+        parts = line.split()
+        if len(parts) >= 4 and not line.startswith("#") and parts[0].endswith("%"):
+            ms = 1000 * int(parts[1]) / PERF_HZ / units
+            print(f"  {ms:7.3f} ms  {parts[0]:>7}  {parts[2]:<16} {' '.join(parts[3:])}")
+    print(f"perf data: {perf_data} (perf report -i ... --sort dso,sym)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("impl", choices=["ours", "official"])
@@ -85,9 +107,12 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=200)
     parser.add_argument("--loads", type=int, default=3)
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
+    parser.add_argument(
+        "--perf", action="store_true", help="sample with `perf record` instead of py-spy"
+    )
     opts = parser.parse_args()
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    if not Path(py_spy).exists():
+    if not opts.perf and not Path(py_spy).exists():
         sys.exit("py-spy not found: pip install py-spy")
 
     from temporalio.client import Client
@@ -95,9 +120,11 @@ def main() -> None:
 
     from nomad_actions.testing import DevServer
 
+    compile_plugin()
     mode = "unsandboxed" if opts.unsandboxed else "sandboxed"
     workload = WORKLOADS[opts.workload]
     out = HERE / "results" / f"profile-{opts.impl}-{mode}-{workload.key}.txt"
+    perf_data = out.with_suffix(".perf.data")
 
     async def go(address: str, server_pid: int) -> None:
         client = await Client.connect(address, data_converter=pydantic_data_converter)
@@ -105,14 +132,13 @@ def main() -> None:
         try:
             worker.wait_ready()
             await drive(client, workload, worker, workload.warmup, server_pid)
-            spy = subprocess.Popen(
-                [
-                    *(py_spy, "record", "--pid", str(worker.pid), "--rate", str(opts.rate)),
-                    *("--format", "raw", "--output", str(out), "--nonblocking", "--gil"),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+            if opts.perf:
+                cmd = ["perf", "record", "-e", "cpu-clock", "-F", str(PERF_HZ), "-g"]
+                cmd += ["-p", str(worker.pid), "-o", str(perf_data)]
+            else:
+                cmd = [py_spy, "record", "--pid", str(worker.pid), "--rate", str(opts.rate)]
+                cmd += ["--format", "raw", "--output", str(out), "--nonblocking", "--gil"]
+            spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1.0)
             before = thread_cpu(worker.pid)
             cpu, units = 0.0, 0
@@ -134,6 +160,9 @@ def main() -> None:
             delta = after[name] - before.get(name, 0)
             if delta > 0:
                 print(f"  {name:<20} {1000 * delta / units:7.3f}")
+        if opts.perf:
+            perf_report(perf_data, units, workload.unit)
+            return
         own: dict[str, int] = collections.Counter()
         inclusive: dict[str, int] = collections.Counter()
         roots: dict[str, int] = collections.Counter()
@@ -142,9 +171,11 @@ def main() -> None:
             own[component(stack)] += int(count)
             for name in {name for name, fragment in COMPONENTS if fragment in stack}:
                 inclusive[name] += int(count)
-            # Python threads start in Thread._bootstrap; anything else is Python code that a
-            # native (Rust) thread runs, e.g. the bridges called from tokio's blocking pool.
-            root = "Python threads" if stack.startswith("Thread._bootstrap") else "Rust threads"
+            # Python threads start in Thread._bootstrap (or <module>: the main thread); any
+            # other root is Python code that a native thread runs (e.g. our bridges called
+            # from tokio's blocking pool, or temporalio's Rust bridge completing futures).
+            python = stack.startswith(("Thread._bootstrap", "<module>"))
+            root = "Python threads" if python else "native (Rust) threads"
             roots[root] += int(count)
         total = sum(own.values()) or 1
         print(

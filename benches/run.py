@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import compileall
 import json
 import os
 import platform
@@ -91,6 +92,15 @@ WORKLOADS = {
         ),
     )
 }
+
+
+def compile_plugin() -> None:
+    """Writes bench_plugin's .pyc files, as `pip install` does for a real plugin.
+
+    The sandbox re-imports the workflow module for every workflow run; without bytecode
+    (e.g. with PYTHONDONTWRITEBYTECODE=1 set) it would compile the source each time.
+    """
+    compileall.compile_dir(HERE / "bench_plugin", quiet=1)
 
 
 # -- process measurements (Linux /proc) ---------------------------------------------------
@@ -317,7 +327,6 @@ def bench_client(address: str, opts: Any) -> dict[str, Any]:
     calls = 30 if opts.quick else opts.client_calls
     print(f"== client: start_action / get_action_status, {calls} calls each", flush=True)
     cmd = [sys.executable, str(HERE / "client.py"), "--address", address, "--calls", str(calls)]
-    cmd += ["--blocks", str(opts.reps)]
     out = subprocess.run(cmd, cwd=HERE, stdout=subprocess.PIPE, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -424,6 +433,7 @@ def main() -> None:
     opts.modes = [m for m in opts.modes.split(",") if m]
 
     sys.path.insert(0, str(HERE))
+    compile_plugin()
     from nomad_actions.testing import DevServer
 
     started = time.time()
@@ -462,7 +472,9 @@ def main() -> None:
         print(client_table(client))
         print()
     print("\n".join(report["targets"]))
-    print(f"\n{report['seconds']} s; results written to {path}")
+    print(f"\n{report['seconds']} s; results written to {path}", flush=True)
+    # See client.py: temporalio's runtime threads may crash the interpreter at exit.
+    os._exit(0)
 
 
 if __name__ == "__main__":

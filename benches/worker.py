@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import os
 import resource
 import signal
 import sys
@@ -37,6 +38,11 @@ def _usage() -> None:
 
 
 def run_ours(args: argparse.Namespace) -> None:
+    # The worker runs in background threads; the main thread waits for the signals. Block
+    # them before any thread exists (threads inherit the mask), so only sigwait sees them.
+    signals = {signal.SIGTERM, signal.SIGINT, signal.SIGUSR1}
+    signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+
     from bench_plugin.action import entry_point
 
     import nomad_actions
@@ -57,10 +63,6 @@ def run_ours(args: argparse.Namespace) -> None:
         sandboxed=not args.unsandboxed,
         **options,
     )
-    # The worker runs in a background thread; the main thread waits for the signals (blocked
-    # before any thread starts, so only sigwait sees them).
-    signals = {signal.SIGTERM, signal.SIGINT, signal.SIGUSR1}
-    signal.pthread_sigmask(signal.SIG_BLOCK, signals)
     with worker:
         _ready()
         while signal.sigwait(signals) == signal.SIGUSR1:
@@ -111,6 +113,10 @@ def main() -> None:
         run_ours(args)
     else:
         asyncio.run(run_official(args))
+        # temporalio 1.35's Rust runtime threads sometimes crash a finalizing interpreter;
+        # the worker has shut down cleanly by now.
+        sys.stdout.flush()
+        os._exit(0)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@
 #   --quick       small smoke run (a few minutes)
 #   --no-rust     skip the criterion benchmarks
 #   --rust-only   only the criterion benchmarks
+#   --no-build    use the installed release wheel as it is (others are editing src/)
 #   anything else goes to benches/run.py: --reps N, --only single,fanout,sync,client,
 #                 --modes sandboxed,unsandboxed, --client-calls N, --json PATH
 # Env: BENCH_VENV (default .venv-bench), BENCH_TARGET_DIR (default target-bench), PYTHON.
@@ -23,12 +24,14 @@ PYTHON="${PYTHON:-python3}"
 QUICK=0
 RUN_PY=1
 RUN_RUST=1
+BUILD=1
 ARGS=()
 for arg in "$@"; do
     case "$arg" in
         --quick) QUICK=1; ARGS+=("$arg") ;;
         --no-rust) RUN_RUST=0 ;;
         --rust-only) RUN_PY=0 ;;
+        --no-build) BUILD=0 ;;
         *) ARGS+=("$arg") ;;
     esac
 done
@@ -48,13 +51,19 @@ if [ -f "$STAMP" ]; then
     changed="$(find src python Cargo.toml Cargo.lock pyproject.toml -newer "$STAMP" -type f \
         -not -name '*.so' -not -path '*/__pycache__/*' -print -quit)"
 fi
-if [ ! -f "$STAMP" ] || [ -n "$changed" ] || ! "$PY" -c 'import nomad_actions._core' 2>/dev/null; then
+if ! "$PY" -c 'import nomad_actions._core' 2>/dev/null; then
+    BUILD=1
+    changed="(not installed)"
+fi
+if [ "$BUILD" = 1 ] && { [ ! -f "$STAMP" ] || [ -n "$changed" ]; }; then
     echo "==> building the release wheel (first build: several minutes on 2 cores)"
+    # Stamp the sources as they are when the build starts: later edits rebuild next time.
+    touch "$STAMP.new"
     rm -rf "$TARGET/wheels"
     CARGO_TARGET_DIR="$TARGET" nice -n 10 "$VENV/bin/maturin" build --release --quiet \
         -i "$PY" -o "$TARGET/wheels"
     "$PY" -m pip install --quiet --force-reinstall --no-deps "$TARGET"/wheels/*.whl
-    touch "$STAMP"
+    mv "$STAMP.new" "$STAMP"
 fi
 
 if [ "$RUN_PY" = 1 ]; then
@@ -77,4 +86,6 @@ if [ "$RUN_RUST" = 1 ]; then
     export LD_LIBRARY_PATH="$LIBDIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     nice -n 10 cargo bench --quiet --bench payload --no-run
     cargo bench --quiet --bench payload -- "${CRITERION_ARGS[@]}"
+    echo
+    "$PY" benches/criterion_table.py "$TARGET"
 fi

@@ -387,7 +387,7 @@ impl Client {
                     "StartWorkflowExecution",
                     s,
                     &req.workflow_id,
-                    &self.config.namespace,
+                    &self.config,
                 )
             })?;
         Ok(resp.into_inner().run_id)
@@ -407,12 +407,7 @@ impl Client {
             .describe_workflow_execution(tonic::Request::new(request))
             .await
             .map_err(|s| {
-                EngineError::from_status(
-                    "DescribeWorkflowExecution",
-                    s,
-                    workflow_id,
-                    &self.config.namespace,
-                )
+                EngineError::from_status("DescribeWorkflowExecution", s, workflow_id, &self.config)
             })?
             .into_inner();
         let info = resp.workflow_execution_info.unwrap_or_default();
@@ -486,18 +481,32 @@ impl Client {
                 skip_archival: true,
                 ..Default::default()
             };
-            let resp = svc
+            let resp = match svc
                 .get_workflow_execution_history(tonic::Request::new(request))
                 .await
-                .map_err(|s| {
-                    EngineError::from_status(
+            {
+                Ok(resp) => resp.into_inner(),
+                // A busy server cancels or times out a long poll now and then (the dev
+                // server's SQLite under load does): nothing happened to the workflow, so
+                // poll again, as after an empty answer. The caller's timeout still applies.
+                Err(s)
+                    if matches!(
+                        s.code(),
+                        tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
+                    ) =>
+                {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+                Err(s) => {
+                    return Err(EngineError::from_status(
                         "GetWorkflowExecutionHistory",
                         s,
                         workflow_id,
-                        &self.config.namespace,
-                    )
-                })?
-                .into_inner();
+                        &self.config,
+                    ));
+                }
+            };
             let events = resp.history.map(|h| h.events).unwrap_or_default();
             let Some(attributes) = events.into_iter().last().and_then(|e| e.attributes) else {
                 // The long poll ended without a close event: poll again from the token.
@@ -596,7 +605,7 @@ impl Client {
                     "RequestCancelWorkflowExecution",
                     s,
                     workflow_id,
-                    &self.config.namespace,
+                    &self.config,
                 )
             })?;
         Ok(())
@@ -618,12 +627,7 @@ impl Client {
         svc.terminate_workflow_execution(tonic::Request::new(request))
             .await
             .map_err(|s| {
-                EngineError::from_status(
-                    "TerminateWorkflowExecution",
-                    s,
-                    workflow_id,
-                    &self.config.namespace,
-                )
+                EngineError::from_status("TerminateWorkflowExecution", s, workflow_id, &self.config)
             })?;
         Ok(())
     }
@@ -651,12 +655,7 @@ impl Client {
         svc.signal_workflow_execution(tonic::Request::new(request))
             .await
             .map_err(|s| {
-                EngineError::from_status(
-                    "SignalWorkflowExecution",
-                    s,
-                    workflow_id,
-                    &self.config.namespace,
-                )
+                EngineError::from_status("SignalWorkflowExecution", s, workflow_id, &self.config)
             })?;
         Ok(())
     }
@@ -685,9 +684,7 @@ impl Client {
         let resp = svc
             .query_workflow(tonic::Request::new(request))
             .await
-            .map_err(|s| {
-                EngineError::from_status("QueryWorkflow", s, workflow_id, &self.config.namespace)
-            })?
+            .map_err(|s| EngineError::from_status("QueryWorkflow", s, workflow_id, &self.config))?
             .into_inner();
         if let Some(rejected) = resp.query_rejected {
             return Err(EngineError::Rpc {
@@ -725,12 +722,7 @@ impl Client {
                 .list_workflow_executions(tonic::Request::new(request))
                 .await
                 .map_err(|s| {
-                    EngineError::from_status(
-                        "ListWorkflowExecutions",
-                        s,
-                        "",
-                        &self.config.namespace,
-                    )
+                    EngineError::from_status("ListWorkflowExecutions", s, "", &self.config)
                 })?
                 .into_inner();
             for info in resp.executions {

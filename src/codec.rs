@@ -99,7 +99,7 @@ impl FernetCodec {
     ) -> Result<(), CodecError> {
         encode_payloads(msg, self, &SerializationContextData::None)
             .await
-            .map_err(|e| CodecError::Other(e.to_string()))
+            .map_err(unwrap_conversion)
     }
 
     /// Decrypt every payload of a protobuf message (activation, activity task).
@@ -109,7 +109,19 @@ impl FernetCodec {
     ) -> Result<(), CodecError> {
         decode_payloads(msg, self, &SerializationContextData::None)
             .await
-            .map_err(|e| CodecError::Other(e.to_string()))
+            .map_err(unwrap_conversion)
+    }
+}
+
+/// The visitor wraps our own error in a `PayloadConversionError`; take it back out so the
+/// message is said once.
+fn unwrap_conversion(err: PayloadConversionError) -> CodecError {
+    match err {
+        PayloadConversionError::EncodingError(inner) => match inner.downcast::<CodecError>() {
+            Ok(codec) => *codec,
+            Err(other) => CodecError::Other(other.to_string()),
+        },
+        other => CodecError::Other(other.to_string()),
     }
 }
 

@@ -7,6 +7,7 @@
 use pyo3::prelude::*;
 use tonic::Code;
 
+use crate::client::ConnectionConfig;
 use crate::payload::PayloadError;
 
 /// Everything the client and the worker can fail with.
@@ -46,17 +47,23 @@ pub enum EngineError {
 }
 
 impl EngineError {
-    /// Classify a gRPC status from `rpc` about `workflow_id`.
+    /// Classify a gRPC status from `rpc` about `workflow_id`, sent to `config`'s server.
     pub fn from_status(
         rpc: &'static str,
         status: tonic::Status,
         workflow_id: &str,
-        namespace: &str,
+        config: &ConnectionConfig,
     ) -> Self {
         match status.code() {
             Code::NotFound if !workflow_id.is_empty() => EngineError::WorkflowNotFound {
                 workflow_id: workflow_id.to_string(),
-                namespace: namespace.to_string(),
+                namespace: config.namespace.clone(),
+            },
+            // The server went away after the connection was made (stopped, restarting): say
+            // which server, as a failed first connect does.
+            Code::Unavailable => EngineError::Connect {
+                target: config.target(),
+                reason: format!("{rpc} failed: {}", status.message()),
             },
             Code::AlreadyExists => EngineError::AlreadyStarted(workflow_id.to_string()),
             code => EngineError::Rpc {

@@ -44,6 +44,9 @@ pub enum PayloadError {
     UnsupportedEncoding(String),
     #[error("payload has no encoding metadata")]
     MissingEncoding,
+    /// serde_json would read the integer as a float and lose digits; refuse it instead.
+    #[error("payload holds the integer {0}, out of range (JSON payloads hold 64-bit integers)")]
+    IntegerOutOfRange(String),
     #[error(transparent)]
     Codec(#[from] crate::codec::CodecError),
 }
@@ -279,7 +282,18 @@ pub fn from_payload(payload: &Payload) -> Result<Value, PayloadError> {
         .get(ENCODING_KEY)
         .ok_or(PayloadError::MissingEncoding)?;
     match encoding.as_slice() {
-        JSON_PLAIN => Ok(serde_json::from_slice(&payload.data)?),
+        JSON_PLAIN => {
+            let value: Value = serde_json::from_slice(&payload.data)?;
+            // serde_json parses an integer beyond 64 bits as a float, silently losing digits
+            // (Python would keep them all). Such a literal leaves a float in the value, so
+            // only then is the text scanned for it.
+            if has_float(&value)
+                && let Some(literal) = out_of_range_integer(&payload.data)
+            {
+                return Err(PayloadError::IntegerOutOfRange(literal));
+            }
+            Ok(value)
+        }
         BINARY_NULL => Ok(Value::Null),
         BINARY_PLAIN => String::from_utf8(payload.data.clone())
             .map(Value::String)
@@ -288,6 +302,61 @@ pub fn from_payload(payload: &Payload) -> Result<Value, PayloadError> {
             String::from_utf8_lossy(other).into_owned(),
         )),
     }
+}
+
+fn has_float(value: &Value) -> bool {
+    match value {
+        Value::Number(n) => n.is_f64(),
+        Value::Array(items) => items.iter().any(has_float),
+        Value::Object(map) => map.values().any(has_float),
+        _ => false,
+    }
+}
+
+/// The first integer literal (no fraction, no exponent) outside strings of valid JSON `data`
+/// that fits neither `i64` nor `u64`, shortened for messages.
+fn out_of_range_integer(data: &[u8]) -> Option<String> {
+    let mut i = 0;
+    let mut in_string = false;
+    while i < data.len() {
+        let byte = data[i];
+        if in_string {
+            match byte {
+                b'\\' => i += 2,
+                b'"' => {
+                    in_string = false;
+                    i += 1;
+                }
+                _ => i += 1,
+            }
+            continue;
+        }
+        match byte {
+            b'"' => {
+                in_string = true;
+                i += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i < data.len()
+                    && matches!(data[i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+                {
+                    i += 1;
+                }
+                let token = std::str::from_utf8(&data[start..i]).unwrap_or_default();
+                let integer = !token.contains(['.', 'e', 'E']);
+                if integer && token.parse::<i64>().is_err() && token.parse::<u64>().is_err() {
+                    return Some(if token.len() > 40 {
+                        format!("{}... ({} digits)", &token[..30], token.len())
+                    } else {
+                        token.to_string()
+                    });
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    None
 }
 
 /// Decode the first payload of a `Payloads` (Temporal results have at most one);
@@ -389,6 +458,23 @@ mod tests {
         let too_deep = to_payload(&nested(MAX_DEPTH + 1));
         let err = from_payload(&too_deep).unwrap_err().to_string();
         assert!(err.contains("recursion limit"), "{err}");
+    }
+
+    #[test]
+    fn integers_beyond_64_bits_are_refused_not_rounded() {
+        let mut payload = to_payload(&json!(1));
+        payload.data =
+            br#"{"s": "12345678901234567890123", "big": 12345678901234567890123}"#.to_vec();
+        let err = from_payload(&payload).unwrap_err().to_string();
+        assert!(
+            err.contains("12345678901234567890123, out of range"),
+            "{err}"
+        );
+        // Floats, escaped quotes and in-range integers are fine.
+        payload.data = br#"{"a": "x\"99999999999999999999999", "f": 1.5e300, "n": -9223372036854775808, "u": 18446744073709551615}"#.to_vec();
+        let value = from_payload(&payload).unwrap();
+        assert_eq!(value["u"], json!(18446744073709551615u64));
+        assert_eq!(value["f"], json!(1.5e300));
     }
 
     #[test]

@@ -30,6 +30,7 @@ async def add_one(args: Args) -> Result:
     return Result(total=args.value + 1)
 
 
+@activity.defn
 def plain_activity() -> None:
     pass
 

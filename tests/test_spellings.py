@@ -9,6 +9,7 @@ and the artifacts directories. Own dev server; our worker runs in this process.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import tempfile
 import time
 import uuid
@@ -19,12 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import temporalio.worker
 from temporalio import activity, workflow
-from temporalio.client import WorkflowExecutionStatus
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import RetryPolicy
+from temporalio.contrib.pydantic import pydantic_data_converter
 
 import nomad_actions
 import nomad_actions.manager
+import nomad_actions.utils
 from nomad_actions import (
     Action,
     ActionFailedError,
@@ -333,12 +337,43 @@ def test_heartbeat_keeps_long_blocking_activities_alive(block_action: str) -> No
     assert "heartbeat" in str(info.value).lower(), str(info.value)
 
 
+def test_heartbeat_on_the_official_worker(connected: DevServer) -> None:
+    """The same plugin code on temporalio's own worker (a `def` activity; an `async def` one
+    must keep its loop free there, see the heartbeat module)."""
+    queue = f"spell-official-{uuid.uuid4().hex[:6]}"
+    data = BlockInput(new_user(), "sync", 9.0, use_heartbeat=True, heartbeat_timeout=3.0)
+
+    async def main() -> str:
+        client = await Client.connect(connected.address, data_converter=pydantic_data_converter)
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            async with temporalio.worker.Worker(
+                client,
+                task_queue=queue,
+                workflows=[BlockWorkflow],
+                activities=[block_sync],
+                activity_executor=pool,
+                workflow_runner=temporalio.worker.UnsandboxedWorkflowRunner(),
+                max_heartbeat_throttle_interval=timedelta(seconds=0.5),
+                default_heartbeat_throttle_interval=timedelta(seconds=0.5),
+            ):
+                return await client.execute_workflow(
+                    BlockWorkflow.run,
+                    data,
+                    id=f"official-block-{uuid.uuid4()}",
+                    task_queue=queue,
+                    execution_timeout=timedelta(seconds=RESULT_TIMEOUT),
+                )
+
+    assert asyncio.run(main()) == "done (sync)"
+
+
 def test_heartbeat_outside_an_activity_and_bad_intervals() -> None:
     with pytest.raises(RuntimeError, match="inside an activity"), heartbeat():
         pass
     with pytest.raises(ValueError, match="interval"), heartbeat(interval=0):
         pass
     assert nomad_actions.heartbeat is heartbeat is nomad_actions.manager.heartbeat
+    assert nomad_actions.utils.heartbeat is heartbeat
 
 
 # -- artifacts ----------------------------------------------------------------------------------
@@ -375,7 +410,7 @@ def test_instance_dirs_are_safe_and_distinct(
         action_instance_artifacts_dir()  # outside an activity
     with pytest.raises(ValueError):
         action_instance_artifacts_dir("")
-    for module in (nomad_actions, nomad_actions.manager):
+    for module in (nomad_actions, nomad_actions.manager, nomad_actions.utils):
         assert module.action_artifacts_dir is action_artifacts_dir
         assert module.action_instance_artifacts_dir is action_instance_artifacts_dir
 

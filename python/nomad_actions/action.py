@@ -31,11 +31,13 @@ def _definition(cls: Any, argument: str) -> _Definition:
     return defn
 
 
-def _check_activities(activities: list[Callable[..., Any]], argument: str) -> None:
+def _check_activities(activities: list[Callable[..., Any]], where: str = "") -> None:
     for fn in activities:
         if temporalio.activity._Definition.from_callable(fn) is None:
             name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
-            raise TypeError(f"{argument} {name} must be a function decorated with @activity.defn")
+            raise TypeError(
+                f"activity {name}{where} must be a function decorated with @activity.defn"
+            )
 
 
 class Action:
@@ -91,9 +93,9 @@ class Action:
             for queue_activities in task_queue_activities.values()
         ):
             raise TypeError("task_queue_activities values must be lists of callable functions")
-        _check_activities(activities, "activity")
+        _check_activities(activities)
         for queue, queue_activities in task_queue_activities.items():
-            _check_activities(queue_activities, f"activity for task queue {_queue_name(queue)}")
+            _check_activities(queue_activities, f" (for task queue {_queue_name(queue)})")
         if not _queue_name(task_queue):
             raise TypeError("task_queue must be a TaskQueue or a non-empty string")
         if _definition(workflow, "workflow").name is None:

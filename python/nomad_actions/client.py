@@ -206,11 +206,16 @@ def _prepare_start(
         raise ActionInputError(f'Input for action "{aid}" must carry a user_id')
     _check_may_start(aid, entry_point, user_id, user_groups)
     queue = action.task_queue
+    try:
+        args = [to_jsonable(validated, tp)]
+    except (ValueError, TypeError) as err:
+        # Pydantic refuses values with no JSON form (too deep, undecodable bytes, ...).
+        raise ActionInputError(f'Input for action "{aid}" cannot be sent as JSON: {err}') from None
     return {
         "workflow_id": workflow_id or f"{aid}-{user_id}-{uuid.uuid4()}",
         "workflow_type": action.workflow_name,
         "task_queue": getattr(queue, "value", queue),
-        "args": [to_jsonable(validated, tp)],
+        "args": args,
         "memo": {MEMO_USER_ID: user_id, MEMO_ACTION_ID: aid},
     }
 

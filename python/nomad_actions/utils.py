@@ -1,14 +1,20 @@
-"""Upstream NOMAD's `nomad.actions.utils` path: the action classes and discovery."""
+"""Upstream NOMAD's `nomad.actions.utils` path: the action classes, discovery and the
+helpers activities use (artifacts directories, heartbeats)."""
 
 from nomad_actions.action import Action, ActionEntryPoint
+from nomad_actions.artifacts import action_artifacts_dir, action_instance_artifacts_dir
 from nomad_actions.config import TaskQueue
+from nomad_actions.heartbeat import heartbeat
 from nomad_actions.registry import get_actions, load_action, register_action
 
 __all__ = [
     "Action",
     "ActionEntryPoint",
     "TaskQueue",
+    "action_artifacts_dir",
+    "action_instance_artifacts_dir",
     "get_actions",
+    "heartbeat",
     "load_action",
     "register_action",
 ]

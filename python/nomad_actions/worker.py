@@ -472,10 +472,12 @@ class Worker:
             # Sets activity.is_worker_shutdown(), waits the grace period, cancels the rest.
             bridge = self._activity_bridge
             grace = self.graceful_shutdown_timeout
-            self._drain_thread = threading.Thread(
+            drain = threading.Thread(
                 target=bridge.shutdown, args=(grace,), name="nomad-actions-drain", daemon=True
             )
-            self._drain_thread.start()
+            drain.start()
+            # Published only once started: `run()` may end meanwhile and join it.
+            self._drain_thread = drain
 
     def _install_signal_handlers(self) -> Callable[[], None]:
         if threading.current_thread() is not threading.main_thread():

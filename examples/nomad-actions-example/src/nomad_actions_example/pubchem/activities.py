@@ -21,6 +21,7 @@ def _get_json(path: str) -> dict:
         with urllib.request.urlopen(url, timeout=10) as response:
             return json.load(response)
     except urllib.error.HTTPError as err:
+        err.close()  # the error holds the open response
         if 400 <= err.code < 500:
             # A wrong name will not get better by asking again: no retry.
             raise ApplicationError(

@@ -54,6 +54,10 @@ async def fault_step_b(tag: str) -> str:
     return f"b:{tag}"
 
 
+class Opaque:
+    """A class of the plugin's own, unknown to any serializer."""
+
+
 @activity.defn
 def fault_bad_result(kind: str) -> Any:
     """Return a value that JSON cannot hold, chosen by ``kind``."""
@@ -67,7 +71,11 @@ def fault_bad_result(kind: str) -> Any:
     if kind == "set":
         return {object(), object()}
     if kind == "nested":
-        return {"fine": [1, 2, {"deep": complex(1, 2)}]}
+        return {"fine": [1, 2, {"deep": Opaque()}]}
+    if kind == "bigint":
+        return {"count": 2**70}
+    if kind == "huge":
+        return "x" * (3 * 1024 * 1024)
     return f"fine:{kind}"
 
 

@@ -38,7 +38,8 @@ def step_value(index: int) -> int:
 
 
 class EchoInput(BaseModel):
-    """Input of ``EchoWorkflow``: any JSON payload, and how many signals to wait for."""
+    """Input of ``EchoWorkflow``: any JSON payload, and how many ``push`` signals to wait
+    for (negative: wait for the ``finish`` signal)."""
 
     user_id: str
     payload: Any = None

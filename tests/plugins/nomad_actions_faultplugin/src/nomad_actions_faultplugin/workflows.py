@@ -81,15 +81,19 @@ class StepsWorkflow:
 
 @workflow.defn(name="FaultEchoWorkflow")
 class EchoWorkflow:
-    """Waits for ``signals`` ``push`` signals, then echoes payload and signals through
-    the ``fault_echo`` activity (one attempt: a decoding failure must show, not retry)."""
+    """Waits for ``signals`` ``push`` signals (with ``signals < 0``: for the ``finish``
+    signal), then echoes payload and signals through the ``fault_echo`` activity (one
+    attempt: a decoding failure must show, not retry)."""
 
     def __init__(self) -> None:
         self._pushed: list[Any] = []
+        self._finished = False
 
     @workflow.run
     async def run(self, data: EchoInput) -> EchoOutput:
-        if data.signals:
+        if data.signals < 0:
+            await workflow.wait_condition(lambda: self._finished)
+        elif data.signals:
             await workflow.wait_condition(lambda: len(self._pushed) >= data.signals)
         return await workflow.execute_activity(
             fault_echo,
@@ -101,6 +105,10 @@ class EchoWorkflow:
     @workflow.signal
     def push(self, value: Any) -> None:
         self._pushed.append(value)
+
+    @workflow.signal
+    def finish(self) -> None:
+        self._finished = True
 
 
 @workflow.defn(name="FaultRawEchoWorkflow")
