@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections.abc import Sequence
@@ -150,7 +151,16 @@ def evict_activation(run_id: str) -> WorkflowActivation:
 
 
 def activate(bridge: WorkflowBridge, act: WorkflowActivation) -> WorkflowActivationCompletion:
-    completion = WorkflowActivationCompletion.FromString(bridge.activate(act.SerializeToString()))
+    """Calls the bridge as the Rust worker does: on a thread of its own, waiting for the
+    reply, which comes from that thread or, for a deadlocked activation, the watchdog."""
+    replies: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+    threading.Thread(
+        target=bridge.activate,
+        args=(act.SerializeToString(), replies.put),
+        name=f"activation-{act.run_id}",
+        daemon=True,
+    ).start()
+    completion = WorkflowActivationCompletion.FromString(replies.get(timeout=30))
     assert completion.run_id == act.run_id
     return completion
 
@@ -247,6 +257,14 @@ def test_dynamic_workflow_takes_unknown_types() -> None:
 def test_deadlock_detected(workflow_class: type) -> None:
     name = workflow_class.__name__
     bridge = make_bridge(workflow_class, deadlock_timeout=0.5)
+    evicted: list = []
+    evict_instance = bridge._evict_instance
+
+    def record_eviction(run, act=None):  # type: ignore[no-untyped-def]
+        evicted.append(run)
+        evict_instance(run, act)
+
+    bridge._evict_instance = record_eviction  # type: ignore[method-assign]
     before = set(threading.enumerate())
     started = time.monotonic()
     completion = activate(bridge, init_activation("run-dl", name))
@@ -259,10 +277,11 @@ def test_deadlock_detected(workflow_class: type) -> None:
     assert bridge.running_count() == 0
 
     # The stuck thread is interrupted (well before its 5 s), tears its instance down, ends.
-    (stuck,) = (t for t in threading.enumerate() if t not in before)
+    (stuck,) = (t for t in threading.enumerate() if t not in before and t.name == "activation-run-dl")
     stuck.join(4)
     assert not stuck.is_alive()
     assert not bridge._unevictable
+    assert [run.run_id for run in evicted if run.evicted] == ["run-dl"]
 
 
 @pytest.mark.parametrize("sandboxed", [True, False], ids=["sandboxed", "unsandboxed"])

@@ -12,14 +12,12 @@ This module must stay importable without the native `nomad_actions._core` module
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import ctypes
-import itertools
 import logging
 import os
-import queue
 import sys
 import threading
+import time
 import traceback
 import weakref
 from collections.abc import Callable, Coroutine, Sequence
@@ -55,8 +53,6 @@ logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
-_DEFAULT_MAX_THREADS = max(4, (os.cpu_count() or 1) * 2)
-
 
 class WorkflowBridge:
     """Runs registered workflow classes for serialized sdk-core activations.
@@ -76,7 +72,6 @@ class WorkflowBridge:
         data_converter: temporalio.converter.DataConverter | None = None,
         interceptors: Sequence[Interceptor] = (),
         deadlock_timeout: float | None = 2.0,
-        max_threads: int = _DEFAULT_MAX_THREADS,
     ) -> None:
         """Validates the workflow classes and prepares them with their runner.
 
@@ -92,12 +87,8 @@ class WorkflowBridge:
                 any, is applied to every activation and completion.
             interceptors: Worker interceptors; their workflow interceptor classes are used.
             deadlock_timeout: Seconds an activation may run before the workflow task fails
-                as a potential deadlock. `None` disables the check and runs activations on
-                the calling thread (for debuggers), as does a truthy `TEMPORAL_DEBUG`
-                environment variable.
-            max_threads: Idle activation threads kept for reuse. Activations never queue:
-                a thread is started when none is idle, and a thread stuck in a deadlocked
-                workflow is never handed new work.
+                as a potential deadlock. `None` disables the check (for debuggers), as does a
+                truthy `TEMPORAL_DEBUG` environment variable.
 
         Raises:
             ValueError: A class is not a workflow, or two share a name.
@@ -114,7 +105,8 @@ class WorkflowBridge:
         # Creating these once also validates the converter classes.
         self._payload_converter = self._converter.payload_converter
         self._failure_converter = self._converter.failure_converter
-        self._deadlock_timeout = None if os.environ.get("TEMPORAL_DEBUG") else deadlock_timeout
+        timeout = None if os.environ.get("TEMPORAL_DEBUG") else deadlock_timeout
+        self._deadlock_timeout = timeout
 
         self._extern_functions: dict[str, Callable[..., Any]] = {}
         class_input = WorkflowInterceptorClassInput(unsafe_extern_functions=self._extern_functions)
@@ -128,11 +120,18 @@ class WorkflowBridge:
         )
         self._extern_functions["__temporal_assert_local_activity_valid"] = lambda _name: None
 
-        # WorkflowInstance.__init__ needs a running event loop (upstream creates instances on
-        # the worker's loop), and the payload codec is async: both run on this private loop.
-        self._loop = _LoopThread()
-        self._pool = _ThreadPool(max_threads)
-        weakref.finalize(self, _release, self._loop, self._pool)
+        # Activations run on the caller's thread (a Rust blocking thread), watched by one
+        # thread that answers for those that overrun the deadlock timeout. A Python payload
+        # codec is async and gets a private loop, started only when there is one.
+        # The watchdog holds the bridge weakly, so that a dropped bridge stops its threads.
+        deadlocked = weakref.WeakMethod(self._deadlocked)
+        self._watchdog = (
+            _Watchdog(timeout, lambda watch: (m := deadlocked()) and m(watch))
+            if timeout is not None
+            else None
+        )
+        self._codec_loop = _LoopThread() if self._converter.payload_codec is not None else None
+        weakref.finalize(self, _release, self._codec_loop, self._watchdog)
 
         self._runner.set_worker_level_failure_exception_types([])
         self._unsandboxed_runner.set_worker_level_failure_exception_types([])
@@ -145,7 +144,7 @@ class WorkflowBridge:
             if defn.name is None and self._dynamic is not None:
                 raise TypeError("More than one dynamic workflow")
             try:
-                self._loop.call(self._runner_for(defn).prepare_workflow, defn)
+                _with_loop(self._runner_for(defn).prepare_workflow, defn)
             except Exception as err:
                 raise RuntimeError(f"Failed validating workflow {defn.name}") from err
             if defn.name is None:
@@ -154,56 +153,87 @@ class WorkflowBridge:
                 self._defns[defn.name] = defn
 
         self._runs: dict[str, _Run] = {}
+        self._create_lock = threading.Lock()
         # Instances whose eviction failed: kept alive so their coroutines are never
         # garbage-collected (and resumed) on an arbitrary thread.
         self._unevictable: set[_Run] = set()
-        self._codec = self._converter.payload_codec is not None
 
     @property
     def workflow_types(self) -> list[str]:
         """Names of the registered workflows, sorted (a dynamic workflow has none)."""
         return sorted(self._defns)
 
+    @property
+    def deadlock_timeout(self) -> float | None:
+        """Seconds an activation may run before it is reported as a deadlock, or `None`."""
+        return self._deadlock_timeout
+
     def running_count(self) -> int:
         """Returns the number of runs whose instance is cached."""
         return len(self._runs)
 
-    def activate(self, activation: bytes) -> bytes:
-        """Runs one activation of a workflow run.
+    def activate(self, activation: bytes, reply: Callable[[bytes], object]) -> None:
+        """Runs one activation of a workflow run on the calling thread.
+
+        The serialized `WorkflowActivationCompletion` is passed to `reply`, exactly once and
+        always with the activation's `run_id`; errors of the workflow or of the bridge are
+        reported in it, not raised. Normally the calling thread replies before returning.
+        If the workflow code does not yield within the deadlock timeout, the watchdog
+        thread replies instead (a failed completion naming the deadlock, or a successful
+        one for an eviction), drops the run from the cache and interrupts the workflow
+        code; the calling thread then tears the instance down when the code lets go, and
+        returns without replying.
 
         Args:
             activation: A serialized coresdk `WorkflowActivation`.
-
-        Returns:
-            The serialized `WorkflowActivationCompletion`. It always carries the activation's
-            `run_id`; errors of the workflow or of the bridge are reported in it, not raised.
+            reply: Called with the serialized completion, from this thread or the watchdog.
 
         Raises:
-            google.protobuf.message.DecodeError: `activation` is not a `WorkflowActivation`.
+            google.protobuf.message.DecodeError: `activation` is not a `WorkflowActivation`
+                (nothing is replied).
         """
         act = WorkflowActivation.FromString(activation)
-        return self._activate(act).SerializeToString()
+        watch = _Watch(act.run_id, reply, threading.get_ident())
+        completion: WorkflowActivationCompletion | None = None
+        if self._watchdog is not None:
+            self._watchdog.add(watch)
+        try:
+            completion = self._activate(act, watch)
+        except _InterruptDeadlockError:
+            pass  # the watchdog answered; only an abandoned activation is interrupted
+        finally:
+            abandoned = self._finish(watch)
+        if abandoned:
+            self._teardown(watch)
+        elif completion is not None:
+            reply(completion.SerializeToString())
 
     def evict_all(self) -> None:
         """Tears down every cached instance (worker shutdown)."""
-        runs = list(self._runs.values())
-        self._runs.clear()
-        jobs = [self._pool.submit(run.activate, _eviction(run.run_id)) for run in runs]
-        for run, job in zip(runs, jobs, strict=True):
-            self._settle_eviction(run, job)
-        self._pool.release_idle()
+        for run_id in list(self._runs):
+            self.activate(_eviction(run_id).SerializeToString(), _ignore)
 
     def _runner_for(self, defn: temporalio.workflow._Definition) -> WorkflowRunner:
         return self._runner if defn.sandboxed else self._unsandboxed_runner
 
-    def _activate(self, act: WorkflowActivation) -> WorkflowActivationCompletion:
+    def _activate(self, act: WorkflowActivation, watch: _Watch) -> WorkflowActivationCompletion:
         run_id = act.run_id
         # Core sends an eviction alone in its activation.
         if any(job.HasField("remove_from_cache") for job in act.jobs):
-            return self._evict(act)
+            watch.eviction = True
+            run = self._runs.pop(run_id, None)
+            if run is not None:
+                logger.debug("Evicting workflow %s run %s", run.workflow_type, run_id)
+                watch.run = run
+                self._evict_instance(run, act)
+            completion = WorkflowActivationCompletion(run_id=run_id)
+            completion.successful.SetInParent()
+            return completion
 
         run = self._runs.get(run_id)
         workflow_id = run.workflow_id if run else ""
+        watch.run = run
+        watch.workflow_type = run.workflow_type if run else ""
         init: InitializeWorkflow | None = None
         try:
             if run is None:
@@ -217,8 +247,9 @@ class WorkflowBridge:
                         "initialize_workflow job; it must be evicted and replayed"
                     )
                 workflow_id = init.workflow_id
-            if self._codec:
-                self._loop.run(
+                watch.workflow_type = init.workflow_type
+            if self._codec_loop is not None:
+                self._codec_loop.run(
                     temporalio.bridge.worker.decode_activation(
                         act,
                         self._context_converter(workflow_id),
@@ -227,17 +258,25 @@ class WorkflowBridge:
                     )
                 )
             if init is not None:
-                instance = self._loop.call(self._create_instance, act, init)
+                # One creation at a time, as upstream does on its event loop: the sandbox
+                # swaps `sys.modules` while it imports the workflow module, and two
+                # concurrent sandboxed imports deadlock on the import locks.
+                with self._create_lock:
+                    instance = _with_loop(self._create_instance, act, init)
                 run = _Run(instance, run_id, workflow_id, init.workflow_type)
+                watch.run = run
                 self._runs[run_id] = run
-            completion = self._run_activation(run, act)
+            assert run is not None
+            completion = run.instance.activate(act)
+        except _InterruptDeadlockError:
+            raise
         except Exception as err:
             completion = self._failure_completion(err)
         completion.run_id = run_id
 
-        if self._codec:
+        if self._codec_loop is not None:
             try:
-                self._loop.run(
+                self._codec_loop.run(
                     temporalio.bridge.worker.encode_completion(
                         completion,
                         self._context_converter(workflow_id),
@@ -250,58 +289,78 @@ class WorkflowBridge:
                 completion.failed.failure.message = f"Failed encoding completion: {err}"
         return completion
 
-    def _run_activation(self, run: _Run, act: WorkflowActivation) -> WorkflowActivationCompletion:
-        if self._deadlock_timeout is None:
-            return run.activate(act)
-        job = self._pool.submit(run.activate, act)
-        try:
-            return job.future.result(self._deadlock_timeout)
-        except concurrent.futures.TimeoutError:
-            pass
-        # Build the error before interrupting so it shows where the workflow is stuck.
-        err = _DeadlockError(
-            f"[TMPRL1101] Potential deadlock detected: workflow {run.workflow_type} "
-            f"didn't yield within {self._deadlock_timeout:g} second(s)."
-        )
-        stack = run.stack()
-        if not self._abandon(run, job):
-            return job.future.result()
-        # Core fails the task and evicts the run; a later activation re-creates it.
-        if self._runs.get(act.run_id) is run:
-            del self._runs[act.run_id]
-        completion = self._failure_completion(err)
-        if stack:
-            completion.failed.failure.stack_trace = stack
-        return completion
+    def _finish(self, watch: _Watch) -> bool:
+        """Ends the watch of an activation whose code returned (or was interrupted).
 
-    def _evict(self, act: WorkflowActivation) -> WorkflowActivationCompletion:
-        run = self._runs.pop(act.run_id, None)
-        if run is not None:
-            logger.debug("Evicting workflow %s run %s", run.workflow_type, act.run_id)
-            # The instance must process the eviction: it cancels the workflow's tasks so that
-            # no coroutine is left to be garbage-collected (and resumed) on another thread.
-            self._settle_eviction(run, self._pool.submit(run.activate, act))
-        completion = WorkflowActivationCompletion(run_id=act.run_id)
-        completion.successful.SetInParent()
-        return completion
+        Returns:
+            True if the watchdog gave up on it meanwhile (it has replied), else False.
+        """
+        if self._watchdog is None:
+            return False
+        # An interrupt sent just before the code returned may still be pending: it can
+        # fire at any bytecode until `close` clears it, so retry until the watch is closed.
+        while True:
+            try:
+                self._watchdog.remove(watch)
+                return watch.close()
+            except _InterruptDeadlockError:
+                continue
 
-    def _settle_eviction(self, run: _Run, job: _Job) -> None:
-        try:
-            completion = job.future.result(self._deadlock_timeout)
-        except concurrent.futures.TimeoutError:
-            if self._abandon(run, job):
-                logger.error(
-                    "Eviction of workflow %s run %s did not finish within %ss, interrupting it",
-                    run.workflow_type,
-                    run.run_id,
-                    self._deadlock_timeout,
+    def _deadlocked(self, watch: _Watch) -> None:
+        """Watchdog thread: answers for an activation that overran the deadlock timeout."""
+        # Capture where the workflow is stuck before interrupting it.
+        stack = _stack_of(watch.thread)
+        if not watch.abandon():
+            return  # it returned meanwhile and replies itself
+        run = watch.run
+        if run is not None and self._runs.get(watch.run_id) is run:
+            # Core fails the task and evicts the run; a later activation re-creates it.
+            del self._runs[watch.run_id]
+        if watch.eviction:
+            logger.error(
+                "Eviction of workflow %s run %s did not finish within %ss, interrupting it",
+                run.workflow_type if run else "?",
+                watch.run_id,
+                self._deadlock_timeout,
+            )
+            completion = WorkflowActivationCompletion(run_id=watch.run_id)
+            completion.successful.SetInParent()
+        else:
+            completion = self._failure_completion(
+                _DeadlockError(
+                    f"[TMPRL1101] Potential deadlock detected: workflow {watch.workflow_type} "
+                    f"didn't yield within {self._deadlock_timeout:g} second(s)."
                 )
-                return
-            completion = job.future.result()
-        except BaseException:
+            )
+            completion.run_id = watch.run_id
+            if stack:
+                completion.failed.failure.stack_trace = stack
+        watch.interrupt()
+        try:
+            watch.reply(completion.SerializeToString())
+        except Exception:
+            logger.exception("Replying for deadlocked workflow run %s failed", watch.run_id)
+
+    def _teardown(self, watch: _Watch) -> None:
+        """Evicts an abandoned instance, on the thread that ran it, once it let go."""
+        if watch.run is not None:
+            self._evict_instance(watch.run)
+
+    def _evict_instance(self, run: _Run, act: WorkflowActivation | None = None) -> None:
+        """Lets the instance process an eviction: it cancels the workflow's tasks, so that
+        no coroutine is left to be garbage-collected (and resumed) on another thread."""
+        if run.evicted:
+            return
+        try:
+            completion = run.instance.activate(act or _eviction(run.run_id))
+        except _InterruptDeadlockError:
+            raise
+        except Exception:
+            run.evicted = True
             logger.exception("Eviction of workflow %s run %s failed", run.workflow_type, run.run_id)
             self._unevictable.add(run)
             return
+        run.evicted = True
         if completion.HasField("failed"):
             logger.error(
                 "Eviction of workflow %s run %s failed: %s",
@@ -310,31 +369,6 @@ class WorkflowBridge:
                 completion.failed.failure.message,
             )
             self._unevictable.add(run)
-
-    def _abandon(self, run: _Run, job: _Job) -> bool:
-        """Gives up on a stuck activation; its thread tears the instance down when it ends.
-
-        Returns:
-            False if the job finished meanwhile (its result is then ready), else True.
-        """
-        if not self._pool.abandon(job, lambda: self._teardown(run)):
-            return False
-        run.interrupt()
-        return True
-
-    def _teardown(self, run: _Run) -> None:
-        """Evicts an abandoned instance, on the thread that ran it, once it returned."""
-        self._unevictable.add(run)
-        completion = run.instance.activate(_eviction(run.run_id))
-        if completion.HasField("failed"):
-            logger.error(
-                "Eviction of abandoned workflow %s run %s failed: %s",
-                run.workflow_type,
-                run.run_id,
-                completion.failed.failure.message,
-            )
-        else:
-            self._unevictable.discard(run)
 
     def _context_converter(self, workflow_id: str) -> temporalio.converter.DataConverter:
         return self._converter.with_context(
@@ -425,10 +459,12 @@ class WorkflowBridge:
         return self._runner_for(defn).create_instance(details)
 
 
-def _release(loop: _LoopThread, pool: _ThreadPool) -> None:
+def _release(loop: _LoopThread | None, watchdog: _Watchdog | None) -> None:
     """Stops the threads of a garbage-collected bridge."""
-    loop.stop()
-    pool.release_idle()
+    if loop is not None:
+        loop.stop()
+    if watchdog is not None:
+        watchdog.stop()
 
 
 def _duration(init: InitializeWorkflow, field: str) -> Any:
@@ -458,18 +494,39 @@ class _InterruptDeadlockError(BaseException):
     """Raised asynchronously in a thread stuck in workflow code to get it out."""
 
 
-class _Run:
-    """A cached workflow instance; tracks which thread, if any, is inside its `activate`."""
+def _ignore(_: bytes) -> None:
+    """A reply nobody waits for (evictions at shutdown)."""
 
-    __slots__ = (
-        "_interrupted",
-        "_lock",
-        "_thread",
-        "instance",
-        "run_id",
-        "workflow_id",
-        "workflow_type",
-    )
+
+def _stack_of(thread: int) -> str:
+    frame = sys._current_frames().get(thread)
+    return "".join(traceback.format_stack(frame)) if frame else ""
+
+
+class _CreationLoop(asyncio.AbstractEventLoop):
+    """Stands in as the running loop while an instance is created.
+
+    `WorkflowInstance.__init__` registers itself on the running loop for the interceptors'
+    `init` (upstream creates instances on the worker's loop). A fresh inert object per call
+    keeps concurrent creations on different threads apart, at no cost; nothing is ever
+    scheduled on it.
+    """
+
+
+def _with_loop(fn: Callable[..., _T], *args: Any) -> _T:
+    """Calls `fn` on this thread with a private stand-in loop set as the running loop."""
+    previous = asyncio.events._get_running_loop()
+    asyncio.events._set_running_loop(_CreationLoop())
+    try:
+        return fn(*args)
+    finally:
+        asyncio.events._set_running_loop(previous)
+
+
+class _Run:
+    """A cached workflow instance."""
+
+    __slots__ = ("evicted", "instance", "run_id", "workflow_id", "workflow_type")
 
     def __init__(
         self, instance: WorkflowInstance, run_id: str, workflow_id: str, workflow_type: str
@@ -478,135 +535,133 @@ class _Run:
         self.run_id = run_id
         self.workflow_id = workflow_id
         self.workflow_type = workflow_type
+        self.evicted = False
+
+
+class _Watch:
+    """One activation in progress: who replies, and whether the watchdog gave up on it.
+
+    The thread running the activation and the watchdog race for the reply; `close` (the
+    activation returned) and `abandon` (it overran) decide it under one lock, and the
+    watchdog's interrupt is only ever sent before `close`.
+    """
+
+    __slots__ = (
+        "_abandoned",
+        "_closed",
+        "_lock",
+        "deadline",
+        "eviction",
+        "reply",
+        "run",
+        "run_id",
+        "thread",
+        "workflow_type",
+    )
+
+    def __init__(self, run_id: str, reply: Callable[[bytes], object], thread: int) -> None:
+        self.run_id = run_id
+        self.reply = reply
+        self.thread = thread
+        self.run: _Run | None = None
+        self.workflow_type = ""
+        self.eviction = False
+        self.deadline = 0.0
         self._lock = threading.Lock()
-        self._thread: int | None = None
-        self._interrupted = False
+        self._closed = False
+        self._abandoned = False
 
-    def activate(self, act: WorkflowActivation) -> WorkflowActivationCompletion:
+    def close(self) -> bool:
+        """The activation's code returned. Returns True if it had been abandoned."""
         with self._lock:
-            self._thread = threading.get_ident()
-        try:
-            return self.instance.activate(act)
-        finally:
-            with self._lock:
-                self._thread = None
+            self._closed = True
+            if self._abandoned:
+                # Clear an interrupt that was sent but has not fired yet.
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.thread), None)
+            return self._abandoned
 
-    def stack(self) -> str:
-        """The current stack of the thread inside `activate`, if any."""
-        tid = self._thread
-        frame = sys._current_frames().get(tid) if tid is not None else None
-        return "".join(traceback.format_stack(frame)) if frame else ""
+    def abandon(self) -> bool:
+        """The watchdog gives up on it. Returns False if it returned meanwhile."""
+        with self._lock:
+            if self._closed:
+                return False
+            self._abandoned = True
+            return True
 
     def interrupt(self) -> None:
-        """Raises `_InterruptDeadlockError` once in the thread if it is still in `activate`."""
+        """Raises `_InterruptDeadlockError` in the thread if it is still in the activation."""
         with self._lock:
-            if self._thread is not None and not self._interrupted:
-                self._interrupted = True
+            if not self._closed:
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                    ctypes.c_ulong(self._thread), ctypes.py_object(_InterruptDeadlockError)
+                    ctypes.c_ulong(self.thread), ctypes.py_object(_InterruptDeadlockError)
                 )
 
 
-class _Job:
-    __slots__ = ("arg", "finished", "fn", "future", "on_abandoned")
+class _Watchdog:
+    """One thread that calls `on_timeout` for activations running past the timeout.
 
-    def __init__(self, fn: Callable[[Any], Any], arg: Any) -> None:
-        self.fn = fn
-        self.arg = arg
-        self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self.finished = False
-        # Set when the caller gave up waiting; run by the job's thread once the job ends.
-        self.on_abandoned: Callable[[], None] | None = None
-
-
-class _ThreadPool:
-    """Activation threads that never queue work.
-
-    Each thread has its own inbox and takes a job only when idle, so a thread stuck in a
-    deadlocked workflow holds no one else's work. A thread whose job was abandoned (and maybe
-    interrupted by an asynchronous exception) finishes that job's cleanup and exits.
+    Every activation gets the same timeout, so the oldest watch has the earliest deadline:
+    the watches are kept in insertion order and the thread sleeps until the first one's
+    deadline, waking up about once per timeout under load and never when idle.
     """
 
-    def __init__(self, max_idle: int) -> None:
-        self._max_idle = max_idle
-        self._idle: list[queue.SimpleQueue[_Job | None]] = []
+    def __init__(self, timeout: float, on_timeout: Callable[[_Watch], None]) -> None:
+        self._timeout = timeout
+        self._on_timeout = on_timeout
+        self._watches: dict[int, _Watch] = {}
         self._lock = threading.Lock()
-        self._ids = itertools.count(1)
+        self._wake = threading.Event()
+        self._stopped = False
+        self._thread: threading.Thread | None = None
 
-    def submit(self, fn: Callable[[Any], Any], arg: Any) -> _Job:
-        job = _Job(fn, arg)
+    def add(self, watch: _Watch) -> None:
+        watch.deadline = time.monotonic() + self._timeout
         with self._lock:
-            inbox = self._idle.pop() if self._idle else None
-        if inbox is None:
-            inbox = queue.SimpleQueue()
-            threading.Thread(
-                target=self._work,
-                args=(inbox,),
-                name=f"nomad_workflow_{next(self._ids)}",
-                daemon=True,
-            ).start()
-        inbox.put(job)
-        return job
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._serve, name="nomad_workflow_watchdog", daemon=True
+                )
+                self._thread.start()
+            was_empty = not self._watches
+            self._watches[id(watch)] = watch
+            if was_empty:
+                self._wake.set()
 
-    def release_idle(self) -> None:
-        """Ends the idle threads; later jobs start new ones."""
+    def remove(self, watch: _Watch) -> None:
         with self._lock:
-            idle, self._idle = self._idle, []
-        for inbox in idle:
-            inbox.put(None)
+            self._watches.pop(id(watch), None)
 
-    def abandon(self, job: _Job, on_abandoned: Callable[[], None]) -> bool:
-        """Marks a job abandoned; its thread runs `on_abandoned` after it, then exits.
+    def stop(self) -> None:
+        self._stopped = True
+        self._wake.set()
 
-        Returns:
-            False if the job already finished (nothing is marked), else True.
-        """
-        with self._lock:
-            if job.finished:
-                return False
-            job.on_abandoned = on_abandoned
-            return True
-
-    def _work(self, inbox: queue.SimpleQueue[_Job | None]) -> None:
-        job: _Job | None = None
-        try:
-            while True:
-                job = inbox.get()
-                if job is None:
-                    return
-                try:
-                    job.future.set_result(job.fn(job.arg))
-                except BaseException as err:
-                    job.future.set_exception(err)
-                with self._lock:
-                    job.finished = True
-                    if job.on_abandoned is not None:
-                        break
-                    if len(self._idle) >= self._max_idle:
-                        return
-                    self._idle.append(inbox)
-        except BaseException:
-            # Only an interrupt aimed at an abandoned job gets here.
-            pass
-        # At most one interrupt is sent per job, so a single retry absorbs a late one.
-        for _ in range(2):
-            try:
-                if job is not None and job.on_abandoned is not None:
-                    job.on_abandoned()
-                return
-            except _InterruptDeadlockError:
+    def _serve(self) -> None:
+        while not self._stopped:
+            with self._lock:
+                first = next(iter(self._watches.values()), None)
+                if first is None:
+                    self._wake.clear()
+                elif first.deadline <= time.monotonic():
+                    del self._watches[id(first)]
+            if first is None:
+                self._wake.wait()
                 continue
-            except BaseException:
-                logger.exception("Tearing down an abandoned workflow failed")
-                return
+            delay = first.deadline - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+                continue
+            try:
+                self._on_timeout(first)
+            except Exception:
+                logger.exception("Handling a deadlocked workflow activation failed")
 
 
 class _LoopThread:
-    """A private event loop on a daemon thread: instance creation and the payload codec."""
+    """A private event loop on a daemon thread, for an async Python payload codec."""
 
     def __init__(self) -> None:
         self._loop = asyncio.new_event_loop()
-        threading.Thread(target=self._serve, name="nomad_workflow_loop", daemon=True).start()
+        threading.Thread(target=self._serve, name="nomad_workflow_codec", daemon=True).start()
 
     def _serve(self) -> None:
         try:
@@ -620,16 +675,3 @@ class _LoopThread:
     def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
         """Runs a coroutine on the loop and waits for its result."""
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
-
-    def call(self, fn: Callable[..., _T], *args: Any) -> _T:
-        """Calls `fn` on the loop thread (where a loop is running) and waits for its result."""
-        future: concurrent.futures.Future[_T] = concurrent.futures.Future()
-
-        def call() -> None:
-            try:
-                future.set_result(fn(*args))
-            except BaseException as err:
-                future.set_exception(err)
-
-        self._loop.call_soon_threadsafe(call)
-        return future.result()

@@ -27,6 +27,10 @@ use crate::codec::FernetCodec;
 use crate::errors::EngineError;
 use crate::runtime::{call, core_runtime, runtime};
 
+/// Long polls kept open per task type: temporalio's default (5 each). More outstanding polls
+/// buy no throughput on one worker and make the server match more pollers.
+const MAX_POLLERS: usize = 5;
+
 /// Worker settings; twin of the Python dataclass `worker.WorkerOptions`.
 #[derive(FromPyObject, Clone, Debug)]
 pub struct WorkerOptions {
@@ -71,9 +75,11 @@ impl WorkerOptions {
             .max_outstanding_workflow_tasks(max_wft)
             .max_outstanding_activities(self.max_concurrent_activities.max(1))
             .max_outstanding_local_activities(self.max_concurrent_activities.max(1))
-            .workflow_task_poller_behavior(PollerBehavior::SimpleMaximum(max_wft.clamp(2, 8)))
+            .workflow_task_poller_behavior(PollerBehavior::SimpleMaximum(
+                max_wft.clamp(2, MAX_POLLERS),
+            ))
             .activity_task_poller_behavior(PollerBehavior::SimpleMaximum(
-                self.max_concurrent_activities.clamp(1, 8),
+                self.max_concurrent_activities.clamp(1, MAX_POLLERS),
             ))
             .graceful_shutdown_period(Duration::from_millis(self.graceful_shutdown_millis))
             .max_heartbeat_throttle_interval(Duration::from_millis(

@@ -1,7 +1,7 @@
 //! Workflow activations: poll from core, run through the Python workflow bridge on a
-//! blocking thread, complete with the bytes it returns.
+//! blocking thread, complete with the bytes it replies.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use prost::Message;
 use pyo3::prelude::*;
@@ -12,6 +12,7 @@ use temporalio_common::protos::coresdk::workflow_completion::{
 };
 use temporalio_common::protos::temporal::api::failure::v1::Failure;
 use temporalio_sdk_core::{PollError, Worker as CoreWorker};
+use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
 use crate::codec::FernetCodec;
@@ -36,6 +37,21 @@ fn failed(run_id: String, message: String) -> WorkflowActivationCompletion {
     }
 }
 
+/// The bridge's way back, passed with each activation: called once with the serialized
+/// completion; later calls are ignored and return `False`.
+#[pyclass(module = "nomad_actions._core", frozen)]
+pub(crate) struct Reply {
+    tx: Mutex<Option<oneshot::Sender<Vec<u8>>>>,
+}
+
+#[pymethods]
+impl Reply {
+    fn __call__(&self, completion: &[u8]) -> bool {
+        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        tx.is_some_and(|tx| tx.send(completion.to_vec()).is_ok())
+    }
+}
+
 /// Run one activation through the bridge. Never fails: any error becomes a failed
 /// completion that still carries the activation's run id (core needs it).
 async fn activate(
@@ -53,28 +69,41 @@ async fn activate(
         );
     }
     let bytes = activation.encode_to_vec();
-    // The bridge blocks (it waits for the workflow code, up to the deadlock timeout), so it
-    // runs on tokio's blocking pool, never on a runtime worker thread.
-    let answer = tokio::task::spawn_blocking(move || {
-        Python::attach(|py| -> PyResult<Vec<u8>> {
-            let out = bridge.call1(py, (PyBytes::new(py, &bytes),))?;
-            Ok(out.bind(py).extract::<&[u8]>()?.to_vec())
+    let (tx, rx) = oneshot::channel();
+    let reply = Reply {
+        tx: Mutex::new(Some(tx)),
+    };
+    // The workflow code runs on this blocking thread (never on a runtime worker thread).
+    // The completion comes back through `reply`: from this thread when the code yields, or
+    // from the bridge's watchdog when it overruns the deadlock timeout, in which case the
+    // thread stays in the workflow code until it lets go.
+    let mut job = tokio::task::spawn_blocking(move || {
+        Python::attach(|py| -> PyResult<()> {
+            let reply = Bound::new(py, reply)?;
+            bridge.call1(py, (PyBytes::new(py, &bytes), reply))?;
+            Ok(())
         })
-    })
-    .await;
+    });
+    let no_reply = || "workflow bridge returned without a completion".to_string();
+    let mut rx = rx;
+    let answer: Result<Vec<u8>, String> = tokio::select! {
+        out = &mut rx => out.map_err(|_| no_reply()),
+        joined = &mut job => match joined {
+            // Returned without replying itself: the watchdog has replied, or is about to.
+            Ok(Ok(())) => rx.await.map_err(|_| no_reply()),
+            Ok(Err(err)) => Err(format!("workflow bridge failed: {err}")),
+            Err(join) => Err(format!("workflow activation panicked: {join}")),
+        },
+    };
     let mut completion = match answer {
-        Ok(Ok(out)) => match WorkflowActivationCompletion::decode(out.as_slice()) {
+        Ok(out) => match WorkflowActivationCompletion::decode(out.as_slice()) {
             Ok(c) => c,
             Err(e) => failed(
                 run_id.clone(),
                 format!("workflow bridge returned a malformed completion: {e}"),
             ),
         },
-        Ok(Err(err)) => failed(run_id.clone(), format!("workflow bridge failed: {err}")),
-        Err(join) => failed(
-            run_id.clone(),
-            format!("workflow activation panicked: {join}"),
-        ),
+        Err(message) => failed(run_id.clone(), message),
     };
     if completion.run_id.is_empty() {
         completion.run_id = run_id.clone();
