@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import concurrent.futures
 import dataclasses
 import threading
 import time
@@ -59,6 +58,7 @@ from nomad_actions_testplugin.models import GreetInput, GreetOutput
 from nomad_actions_testplugin.workflows import GreetWorkflow
 
 from .conftest import GREET, TEST_QUEUE, WAITER
+from .official_worker import OfficialWorker
 
 SECRET = "defaultApiSecret"  # upstream NOMAD's default services.api_secret
 OTHER_SECRET = "a-different-secret-of-another-deployment"
@@ -250,64 +250,6 @@ def assert_encrypted(payload: Payload, secret: str = SECRET) -> Payload:
     assert set(payload.metadata) == {"encoding"}, "metadata must not leak the inner encoding"
     assert payload.data.startswith(b"gAAAAA"), "a Fernet token"
     return ReferenceCodec(secret).decode_one(payload)
-
-
-@dataclasses.dataclass
-class OfficialWorker:
-    """An official temporalio worker, run in a background thread."""
-
-    address: str
-    task_queue: str
-    workflows: list[type]
-    activities: list[Callable[..., Any]]
-    data_converter: Any
-    unsandboxed: bool = False
-    _thread: threading.Thread | None = None
-    _loop: asyncio.AbstractEventLoop | None = None
-    _stop: asyncio.Event | None = None
-
-    def __enter__(self) -> OfficialWorker:
-        ready = threading.Event()
-        errors: list[BaseException] = []
-
-        async def main() -> None:
-            client = await Client.connect(self.address, data_converter=self.data_converter)
-            self._loop = asyncio.get_running_loop()
-            self._stop = asyncio.Event()
-            extra: dict[str, Any] = {}
-            if self.unsandboxed:
-                extra["workflow_runner"] = temporalio.worker.UnsandboxedWorkflowRunner()
-            with concurrent.futures.ThreadPoolExecutor(4) as pool:
-                async with temporalio.worker.Worker(
-                    client,
-                    task_queue=self.task_queue,
-                    workflows=self.workflows,
-                    activities=self.activities,
-                    activity_executor=pool,
-                    **extra,
-                ):
-                    ready.set()
-                    await self._stop.wait()
-
-        def run() -> None:
-            try:
-                asyncio.run(main())
-            except BaseException as err:
-                errors.append(err)
-                ready.set()
-
-        self._thread = threading.Thread(target=run, name="official-codec-worker", daemon=True)
-        self._thread.start()
-        assert ready.wait(60), "the official worker did not start"
-        if errors:
-            raise errors[0]
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        if self._thread is not None:
-            self._thread.join(60)
 
 
 # -- the key ----------------------------------------------------------------------------------

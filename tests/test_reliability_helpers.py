@@ -1,33 +1,27 @@
 """Helpers shared by the reliability tests (tests/test_reliability_*.py); no tests here.
 
-Real `python -m nomad_actions worker` processes run the fault plugin's actions
-(tests/plugins/nomad_actions_faultplugin) against real dev servers. Every process is
-started here and killed by its pid in teardown; its output goes to a log file that is
-printed when a test fails. Waits poll with generous deadlines: the tests run on loaded
-two-core machines, and nothing here asserts on speed.
+Real `python -m nomad_actions worker` processes (tests/worker_processes.py) run the fault
+plugin's actions (tests/plugins/nomad_actions_faultplugin) against real dev servers.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from temporalio.api.history.v1 import HistoryEvent
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import Client
 
-import nomad_actions
-from nomad_actions import TemporalConnectionError, get_action_result, get_action_status
+from nomad_actions import TemporalConnectionError, get_action_result
 from nomad_actions.testing import DevServer
 from nomad_actions_faultplugin import BROKEN_QUEUE, FAULT_QUEUE
+
+from .worker_processes import START_TIMEOUT, WorkerPool, WorkerProcess, poll, worker_environment
 
 __all__ = [
     "BROKEN_QUEUE",
@@ -44,110 +38,18 @@ __all__ = [
     "workers_for",
 ]
 
-#: Generous: a loaded 2-core machine starts a Python worker in seconds, not milliseconds.
-START_TIMEOUT = 90.0
-
 
 def fault_action(name: str) -> str:
     """The id of a fault-plugin action, e.g. ``fault_action('steps_action')``."""
     return f"nomad_actions_faultplugin.actions:{name}"
 
 
-def poll(check: Callable[[], Any], timeout: float, what: str, logs: Callable[[], str] = str) -> Any:
-    """Call `check` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}\n{logs()}")
-        time.sleep(0.1)
+class Workers(WorkerPool):
+    """Worker processes on the fault plugin's queue (or another), without the fault
+    plugin's own `NOMAD_FAULTPLUGIN_*` switches unless a test passes them in `env`."""
 
-
-class WorkerProcess:
-    """One `python -m nomad_actions worker` child process, output in a log file."""
-
-    def __init__(self, argv: list[str], log_path: Path, env: dict[str, str]) -> None:
-        self.argv = argv
-        self.log_path = log_path
-        with open(log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                argv,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                start_new_session=True,  # a Ctrl-C in the terminal must not reach it
-            )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-
-    def report(self) -> str:
-        code = self.proc.poll()
-        state = "running" if code is None else f"exit code {code}"
-        return f"--- worker pid {self.pid} ({state}): {' '.join(self.argv[1:])}\n{self.log()}"
-
-    def wait_log(self, text: str, timeout: float = START_TIMEOUT, count: int = 1) -> None:
-        """Wait until `text` appears `count` times in the log; fail if the process exits."""
-
-        def seen() -> bool:
-            if self.log().count(text) >= count:
-                return True
-            if not self.alive():
-                pytest.fail(f"worker exited while waiting for {text!r}\n{self.report()}")
-            return False
-
-        poll(seen, timeout, f"{text!r} in the log of worker {self.pid}", self.report)
-
-    def wait_ready(self, timeout: float = START_TIMEOUT) -> WorkerProcess:
-        self.wait_log("Worker polling", timeout)
-        return self
-
-    def wait_exit(self, timeout: float) -> int:
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"worker {self.pid} still running after {timeout:.0f} s\n{self.report()}")
-
-    def sigkill(self) -> None:
-        os.kill(self.pid, signal.SIGKILL)
-        assert self.wait_exit(30) == -signal.SIGKILL
-
-    def rss_kib(self) -> int:
-        """Resident set size (VmRSS) of the process, in KiB."""
-        with open(f"/proc/{self.pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        raise AssertionError(f"no VmRSS for pid {self.pid}")
-
-    def kill(self) -> None:
-        if self.alive():
-            self.proc.kill()
-        self.proc.wait(timeout=30)
-
-
-@dataclass
-class Workers:
-    """Starts worker processes for one test; `close()` kills them (by pid) and terminates
-    the actions the test started, so nothing leaks into the next test."""
-
-    server: DevServer
-    tmp_path: Path
-    started: list[WorkerProcess] = field(default_factory=list)
-    workflow_ids: list[str] = field(default_factory=list)
+    def __init__(self, server: DevServer, tmp_path: Path) -> None:
+        super().__init__(server, tmp_path, FAULT_QUEUE)
 
     def start(
         self,
@@ -157,42 +59,8 @@ class Workers:
         ready: bool = True,
         port: int | None = None,
     ) -> WorkerProcess:
-        argv = [
-            sys.executable, "-m", "nomad_actions", "worker",
-            "--task-queue", queue,
-            "--host", self.server.host,
-            "--port", str(port or self.server.port),
-            *options,
-        ]  # fmt: skip
-        environment = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("NOMAD_TEMPORAL_", "NOMAD_FAULTPLUGIN_"))
-        }
-        environment.setdefault("NOMAD_ACTIONS_CORE_LOG", "warn")
-        environment.update(env or {})
-        log = self.tmp_path / f"worker-{len(self.started)}.log"
-        worker = WorkerProcess(argv, log, environment)
-        self.started.append(worker)
-        return worker.wait_ready() if ready else worker
-
-    def track(self, workflow_id: str) -> str:
-        self.workflow_ids.append(workflow_id)
-        return workflow_id
-
-    def reports(self) -> str:
-        return "\n".join(w.report() for w in self.started) or "(no workers)"
-
-    def close(self) -> None:
-        for worker in self.started:
-            worker.kill()
-        for wid in self.workflow_ids:
-            try:
-                if get_action_status(wid) == WorkflowExecutionStatus.RUNNING:
-                    nomad_actions.terminate_action(wid, reason="test teardown")
-            except Exception as err:  # teardown must go on (the server may be gone)
-                print(f"could not terminate {wid}: {err}")
-        print(self.reports())  # shown by pytest only when the test failed
+        environment = worker_environment(env, drop_prefixes=("NOMAD_FAULTPLUGIN_",))
+        return self.launch(options, queue=queue, env=environment, ready=ready, port=port)
 
 
 def workers_for(server: DevServer, tmp_path: Path) -> Iterator[Workers]:

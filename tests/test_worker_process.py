@@ -14,9 +14,8 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +34,12 @@ from nomad_actions.config import reset_config
 from nomad_actions.testing import DevServer, free_port
 from nomad_actions_procplugin.models import WorkOutput
 
+from .worker_processes import CONSOLE_SCRIPT, START_TIMEOUT, WorkerPool, WorkerProcess, poll
+
 HEARTBEAT = "nomad_actions_procplugin.actions:heartbeat_action"
 SLEEPER = "nomad_actions_procplugin.actions:sleeper_action"
 PROC_QUEUE = "nomad-proc-queue"
 
-READY_LINE = f"Worker polling {PROC_QUEUE}"
-CONSOLE_SCRIPT = Path(sys.executable).with_name("nomad-actions")
-
-# Generous: a loaded 2-core machine starts a Python worker in seconds, not milliseconds.
-START_TIMEOUT = 60.0
 RESULT_TIMEOUT = 90.0
 
 
@@ -62,126 +58,22 @@ def _client_config(proc_server: DevServer) -> Iterator[None]:
     reset_config()
 
 
-def _poll(
-    check: Callable[[], Any], timeout: float, what: str, logs: Callable[[], str] = str
-) -> Any:
-    """Call `check` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}\n{logs()}")
-        time.sleep(0.1)
-
-
-class WorkerProcess:
-    """One `nomad-actions worker` child process with its output in a log file."""
-
-    def __init__(self, argv: list[str], log_path: Path) -> None:
-        self.argv = argv
-        self.log_path = log_path
-        env = dict(os.environ)
-        for name in ("NOMAD_TEMPORAL_HOST", "NOMAD_TEMPORAL_PORT", "NOMAD_TEMPORAL_NAMESPACE"):
-            env.pop(name, None)
-        env.setdefault("NOMAD_ACTIONS_CORE_LOG", "warn")
-        with open(log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                argv,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                start_new_session=True,  # a Ctrl-C in the terminal must not reach it
-            )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-
-    def report(self) -> str:
-        code = self.proc.poll()
-        state = "running" if code is None else f"exit code {code}"
-        return f"--- worker pid {self.pid} ({state}): {' '.join(self.argv[1:])}\n{self.log()}"
-
-    def wait_ready(self, timeout: float = START_TIMEOUT) -> WorkerProcess:
-        def ready() -> bool:
-            if self.proc.poll() is not None:
-                pytest.fail(f"worker exited during start\n{self.report()}")
-            return READY_LINE in self.log()
-
-        _poll(ready, timeout, f"worker {self.pid} to poll", self.report)
-        return self
-
-    def wait_exit(self, timeout: float) -> int:
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"worker {self.pid} still running after {timeout:.0f} s\n{self.report()}")
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=30)
-
-
-class Workers:
-    """Starts worker processes for a test; teardown kills them and prints their logs."""
+class Workers(WorkerPool):
+    """Worker processes on this module's queue."""
 
     def __init__(self, server: DevServer, tmp_path: Path) -> None:
-        self.server = server
-        self.tmp_path = tmp_path
-        self.started: list[WorkerProcess] = []
-        self.workflow_ids: list[str] = []
+        super().__init__(server, tmp_path, PROC_QUEUE)
 
     def start(
         self, *options: str, console_script: bool = False, ready: bool = True
     ) -> WorkerProcess:
-        prefix = (
-            [str(CONSOLE_SCRIPT)] if console_script else [sys.executable, "-m", "nomad_actions"]
-        )
-        argv = [
-            *prefix,
-            "worker",
-            "--task-queue",
-            PROC_QUEUE,
-            "--host",
-            self.server.host,
-            "--port",
-            str(self.server.port),
-            *options,
-        ]
-        log = self.tmp_path / f"worker-{len(self.started)}.log"
-        worker = WorkerProcess(argv, log)
-        self.started.append(worker)
-        return worker.wait_ready() if ready else worker
-
-    def reports(self) -> str:
-        return "\n".join(w.report() for w in self.started) or "(no workers)"
+        worker = self.launch(options, ready=False, console_script=console_script)
+        if ready:
+            worker.wait_log(f"Worker polling {PROC_QUEUE}")
+        return worker
 
     def start_action(self, action_id: str, data: dict[str, Any]) -> str:
-        wid = start_action(action_id, data)
-        self.workflow_ids.append(wid)
-        return wid
-
-    def close(self) -> None:
-        for worker in self.started:
-            worker.kill()
-        for wid in self.workflow_ids:
-            try:
-                if get_action_status(wid) == WorkflowExecutionStatus.RUNNING:
-                    nomad_actions.terminate_action(wid, reason="test teardown")
-            except Exception as err:  # teardown must go on
-                print(f"could not terminate {wid}: {err}")
-        # Shown by pytest only when the test failed.
-        print(self.reports())
+        return self.track(start_action(action_id, data))
 
 
 @pytest.fixture
@@ -274,7 +166,7 @@ def test_sigkill_mid_activity_moves_the_work_to_the_survivor(
     values = [3, 4, 5]
     wid = workers.start_action(HEARTBEAT, _work(markers, "kill", values, seconds=6.0))
 
-    started = _poll(
+    started = poll(
         lambda: _marker(markers, "kill", 1, "started"),
         START_TIMEOUT,
         "the first attempt to start",
@@ -307,7 +199,7 @@ def test_sigterm_waits_for_the_running_activity(workers: Workers, markers: Path)
     """SIGTERM: the running activity finishes and is reported, then the worker exits 0."""
     worker = workers.start("--graceful-shutdown-timeout", "20", console_script=True)
     wid = workers.start_action(SLEEPER, _sleep(markers, "drain", seconds=3.0, value="drained"))
-    _poll(
+    poll(
         lambda: _marker(markers, "drain", 1, "started"),
         START_TIMEOUT,
         "the activity to start",
@@ -338,7 +230,7 @@ def test_sigterm_with_short_grace_cancels_the_activity_and_exits(
     """SIGTERM with a 1 s grace: a long activity is cancelled and the worker exits 0."""
     worker = workers.start("--graceful-shutdown-timeout", "1")
     wid = workers.start_action(SLEEPER, _sleep(markers, "short", seconds=120.0, value="never"))
-    _poll(
+    poll(
         lambda: _marker(markers, "short", 1, "started"),
         START_TIMEOUT,
         "the activity to start",
@@ -357,7 +249,7 @@ def test_sigterm_with_short_grace_cancels_the_activity_and_exits(
         [activity] = progress.activities
         return activity if activity["attempt"] >= 2 else None
 
-    activity = _poll(retried, 30, "attempt 1 to be reported", workers.reports)
+    activity = poll(retried, 30, "attempt 1 to be reported", workers.reports)
     assert activity["activity_type"] == "sleep_work"
     assert activity["last_failure"], activity
 
@@ -422,7 +314,7 @@ def test_unreachable_server_is_retried_naming_the_address(tmp_path: Path) -> Non
     ]  # fmt: skip
     worker = WorkerProcess(argv, tmp_path / "worker.log")
     try:
-        _poll(lambda: worker.log().count("retrying in") >= 2, 60, "2 retries", worker.report)
+        poll(lambda: worker.log().count("retrying in") >= 2, 60, "2 retries", worker.report)
         assert f"Cannot reach Temporal at 127.0.0.1:{port}" in worker.log()
         assert "Traceback" not in worker.log()
         worker.proc.send_signal(signal.SIGTERM)

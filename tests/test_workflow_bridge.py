@@ -277,7 +277,8 @@ def test_deadlock_detected(workflow_class: type) -> None:
     assert bridge.running_count() == 0
 
     # The stuck thread is interrupted (well before its 5 s), tears its instance down, ends.
-    (stuck,) = (t for t in threading.enumerate() if t not in before and t.name == "activation-run-dl")
+    new_threads = [t for t in threading.enumerate() if t not in before]
+    (stuck,) = (t for t in new_threads if t.name == "activation-run-dl")
     stuck.join(4)
     assert not stuck.is_alive()
     assert not bridge._unevictable
