@@ -203,6 +203,54 @@ def test_deadlocked_workflow_task_fails_with_a_message_naming_the_workflow(
     run(main())
 
 
+def test_a_thread_stuck_in_workflow_code_does_not_hold_up_other_workflows(
+    server: DevServer,
+) -> None:
+    """Activations share a few Python threads; one stuck in a blocking call (no interrupt
+    reaches `time.sleep`) must make the worker add a thread, not stall the queue."""
+
+    async def main() -> None:
+        client = await Client.connect(server.address)
+        tq = queue()
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            async with Worker(
+                client,
+                task_queue=tq,
+                workflows=[BlockingWorkflow, GreetingWorkflow],
+                activities=[compose_greeting, shout],
+                activity_executor=pool,
+            ):
+                stuck = await client.start_workflow(
+                    BlockingWorkflow.run, 60.0, id=f"stuck-{uuid.uuid4()}", task_queue=tq
+                )
+                # Wait until its first activation is inside the 60 s sleep.
+                deadline = time.monotonic() + 30
+                failed = False
+                while not failed and time.monotonic() < deadline:
+                    await asyncio.sleep(0.2)
+                    async for event in stuck.fetch_history_events():
+                        failed |= event.HasField("workflow_task_failed_event_attributes")
+                assert failed, "the blocking workflow never reported its deadlock"
+                results = await asyncio.wait_for(
+                    asyncio.gather(
+                        *(
+                            client.execute_workflow(
+                                GreetingWorkflow.run,
+                                f"n{i}",
+                                id=f"greet-{uuid.uuid4()}",
+                                task_queue=tq,
+                            )
+                            for i in range(5)
+                        )
+                    ),
+                    timeout=40,  # the stuck thread sleeps on for 55 s and more
+                )
+                assert results == [f"HELLO, N{i}!" for i in range(5)]
+                await stuck.terminate()
+
+    run(main())
+
+
 def test_failures_surface_like_the_official_worker(server: DevServer) -> None:
     async def main() -> None:
         client = await Client.connect(server.address)

@@ -1,10 +1,13 @@
 """Runs plugin workflow code for the Rust worker loop: activation bytes in, completion bytes out.
 
 The Rust side polls sdk-core for workflow activations and hands each one, serialized, to
-`WorkflowBridge.activate` from a plain (non-asyncio) thread. The bridge keeps one
-`temporalio.worker.WorkflowInstance` per cached run, created through temporalio's public
-`WorkflowRunner` API (sandboxed by default, as upstream NOMAD), and returns the serialized
-`WorkflowActivationCompletion`.
+`WorkflowBridge.activate` on a plain (non-asyncio) blocking thread, which runs the workflow
+code itself. The bridge keeps one `temporalio.worker.WorkflowInstance` per cached run,
+created through temporalio's public `WorkflowRunner` API (sandboxed by default, as upstream
+NOMAD), and replies with the serialized `WorkflowActivationCompletion`. One watchdog thread
+replies instead for an activation that overruns the deadlock timeout (as temporalio's
+TMPRL1101) and interrupts it. No other thread is involved: each hand-off between threads
+costs CPU and latency on every activation.
 
 This module must stay importable without the native `nomad_actions._core` module.
 """

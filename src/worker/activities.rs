@@ -1,5 +1,6 @@
 //! Activity tasks: poll from core, decode inputs in Rust, start them in the Python activity
-//! bridge, and turn the outcomes it reports back into core completions.
+//! bridge (from one of the worker's Python threads), and turn the outcomes it reports back
+//! into core completions.
 
 use std::sync::Arc;
 
@@ -22,6 +23,7 @@ use temporalio_common::protos::temporal::api::failure::v1::{
 use temporalio_sdk_core::{PollError, Worker as CoreWorker};
 
 use super::Shared;
+use super::python_threads::PythonThreads;
 use crate::errors::EngineError;
 use crate::payload::{self, Json};
 use crate::runtime::runtime;
@@ -226,7 +228,13 @@ fn cancel_reason(reason: i32) -> &'static str {
 
 /// Start one activity in the bridge. Inputs are decoded here (the fast path), so the bridge
 /// only converts plain values to the parameter types.
-async fn start(shared: Arc<Shared>, bridge: Arc<Py<PyAny>>, task_token: Vec<u8>, start: Start) {
+fn start(
+    threads: &PythonThreads,
+    shared: Arc<Shared>,
+    bridge: Arc<Py<PyAny>>,
+    task_token: Vec<u8>,
+    start: Start,
+) {
     let raw = shared.options.raw_payloads;
     let decoded: Result<Vec<Value>, _> = if raw {
         Ok(Vec::new())
@@ -258,10 +266,8 @@ async fn start(shared: Arc<Shared>, bridge: Arc<Py<PyAny>>, task_token: Vec<u8>,
             .collect()
     };
     let info = info_of(&start, &shared.options.task_queue);
-    let token = task_token.clone();
-    let shared2 = shared.clone();
-    let started = tokio::task::spawn_blocking(move || {
-        Python::attach(|py| -> PyResult<()> {
+    threads.submit(move |py| {
+        let started = (|| -> PyResult<()> {
             let info = info.into_pyobject(py)?;
             let details: Bound<'_, PyAny> = if raw {
                 PyList::new(
@@ -291,37 +297,35 @@ async fn start(shared: Arc<Shared>, bridge: Arc<Py<PyAny>>, task_token: Vec<u8>,
             bridge.call_method1(
                 py,
                 "start",
-                (PyBytes::new(py, &token), &start.activity_type, args, info),
+                (
+                    PyBytes::new(py, &task_token),
+                    &start.activity_type,
+                    args,
+                    info,
+                ),
             )?;
             Ok(())
-        })
-    })
-    .await;
-    let error = match started {
-        Ok(Ok(())) => return,
-        Ok(Err(err)) => format!("activity bridge could not start the activity: {err}"),
-        Err(join) => format!("activity start panicked: {join}"),
-    };
-    complete(
-        &shared2,
-        task_token,
-        rust_failure(error, "WorkerError", false),
-    );
+        })();
+        if let Err(err) = started {
+            let error = format!("activity bridge could not start the activity: {err}");
+            complete(
+                &shared,
+                task_token,
+                rust_failure(error, "WorkerError", false),
+            );
+        }
+    });
 }
 
 /// Deliver a cancellation (from the server, a timeout, or worker shutdown) to the bridge.
-async fn cancel(bridge: Arc<Py<PyAny>>, task_token: Vec<u8>, reason: i32) {
+fn cancel(threads: &PythonThreads, bridge: Arc<Py<PyAny>>, task_token: Vec<u8>, reason: i32) {
     let reason = cancel_reason(reason);
-    let _ = tokio::task::spawn_blocking(move || {
-        Python::attach(|py| {
-            if let Err(err) =
-                bridge.call_method1(py, "cancel", (PyBytes::new(py, &task_token), reason))
-            {
-                err.print(py);
-            }
-        })
-    })
-    .await;
+    threads.submit(move |py| {
+        if let Err(err) = bridge.call_method1(py, "cancel", (PyBytes::new(py, &task_token), reason))
+        {
+            err.print(py);
+        }
+    });
 }
 
 /// Poll activity tasks until core is shut down (after all outstanding tasks completed).
@@ -330,12 +334,15 @@ pub(super) async fn poll_loop(
     shared: Arc<Shared>,
     bridge: Arc<Py<PyAny>>,
 ) -> Result<(), EngineError> {
-    loop {
+    // Starting an activity only hands it to the bridge (async ones run on its event loop,
+    // sync ones in its thread pool), so one thread serves nearly always.
+    let threads = PythonThreads::new("nomad-activities", 4);
+    let outcome = loop {
         let mut task = match core.poll_activity_task().await {
             Ok(task) => task,
-            Err(PollError::ShutDown) => return Ok(()),
+            Err(PollError::ShutDown) => break Ok(()),
             Err(PollError::TonicError(status)) => {
-                return Err(EngineError::Rpc {
+                break Err(EngineError::Rpc {
                     rpc: "PollActivityTaskQueue",
                     code: status.code(),
                     message: status.message().to_string(),
@@ -360,12 +367,14 @@ pub(super) async fn poll_loop(
         } = task;
         match variant {
             Some(activity_task::Variant::Start(s)) => {
-                tokio::spawn(start(shared.clone(), bridge.clone(), task_token, s));
+                start(&threads, shared.clone(), bridge.clone(), task_token, s);
             }
             Some(activity_task::Variant::Cancel(c)) => {
-                tokio::spawn(cancel(bridge.clone(), task_token, c.reason));
+                cancel(&threads, bridge.clone(), task_token, c.reason);
             }
             None => {}
         }
-    }
+    };
+    threads.close();
+    outcome
 }

@@ -9,6 +9,7 @@
 //! the core worker is finalized.
 
 mod activities;
+mod python_threads;
 mod workflows;
 
 use std::sync::{Arc, Mutex};
@@ -183,6 +184,8 @@ async fn run(
                 core.clone(),
                 shared.codec.clone(),
                 Arc::new(bridge_clone(bridge)),
+                // Core hands out at most this many activations at once.
+                shared.options.max_concurrent_workflow_tasks.max(2),
             )
             .await
             .map_err(stop_on_error(core.clone())),

@@ -1,5 +1,5 @@
-//! Workflow activations: poll from core, run through the Python workflow bridge on a
-//! blocking thread, complete with the bytes it replies.
+//! Workflow activations: poll from core, run through the Python workflow bridge on one of
+//! the worker's Python threads, complete with the bytes it replies.
 
 use std::sync::{Arc, Mutex};
 
@@ -15,6 +15,7 @@ use temporalio_sdk_core::{PollError, Worker as CoreWorker};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
+use super::python_threads::{self, PythonThreads};
 use crate::codec::FernetCodec;
 use crate::errors::EngineError;
 
@@ -41,14 +42,23 @@ fn failed(run_id: String, message: String) -> WorkflowActivationCompletion {
 /// completion; later calls are ignored and return `False`.
 #[pyclass(module = "nomad_actions._core", frozen)]
 pub(crate) struct Reply {
-    tx: Mutex<Option<oneshot::Sender<Vec<u8>>>>,
+    tx: Mutex<Option<oneshot::Sender<Answer>>>,
+}
+
+/// A serialized completion, or why there is none.
+type Answer = Result<Vec<u8>, String>;
+
+impl Reply {
+    fn send(&self, answer: Answer) -> bool {
+        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        tx.is_some_and(|tx| tx.send(answer).is_ok())
+    }
 }
 
 #[pymethods]
 impl Reply {
     fn __call__(&self, completion: &[u8]) -> bool {
-        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
-        tx.is_some_and(|tx| tx.send(completion.to_vec()).is_ok())
+        self.send(Ok(completion.to_vec()))
     }
 }
 
@@ -56,6 +66,7 @@ impl Reply {
 /// completion that still carries the activation's run id (core needs it).
 async fn activate(
     bridge: Arc<Py<PyAny>>,
+    threads: PythonThreads,
     codec: Option<FernetCodec>,
     mut activation: WorkflowActivation,
 ) -> WorkflowActivationCompletion {
@@ -69,31 +80,32 @@ async fn activate(
         );
     }
     let bytes = activation.encode_to_vec();
-    let (tx, rx) = oneshot::channel();
+    let (tx, mut rx) = oneshot::channel();
     let reply = Reply {
         tx: Mutex::new(Some(tx)),
     };
-    // The workflow code runs on this blocking thread (never on a runtime worker thread).
-    // The completion comes back through `reply`: from this thread when the code yields, or
-    // from the bridge's watchdog when it overruns the deadlock timeout, in which case the
-    // thread stays in the workflow code until it lets go.
-    let mut job = tokio::task::spawn_blocking(move || {
-        Python::attach(|py| -> PyResult<()> {
-            let reply = Bound::new(py, reply)?;
-            bridge.call1(py, (PyBytes::new(py, &bytes), reply))?;
-            Ok(())
-        })
+    // The workflow code runs on one of the Python threads. The completion comes back
+    // through `reply`: from that thread when the code yields, or from the bridge's watchdog
+    // when it overruns the deadlock timeout (the thread then stays in the workflow code
+    // until it lets go, and the others carry on).
+    threads.submit(move |py| {
+        // Should this fail, `reply` is dropped unanswered and the activation fails below.
+        let Ok(reply) = Bound::new(py, reply) else {
+            return;
+        };
+        if let Err(err) = bridge.call1(py, (PyBytes::new(py, &bytes), &reply)) {
+            reply
+                .get()
+                .send(Err(format!("workflow bridge failed: {err}")));
+        }
     });
-    let no_reply = || "workflow bridge returned without a completion".to_string();
-    let mut rx = rx;
-    let answer: Result<Vec<u8>, String> = tokio::select! {
-        out = &mut rx => out.map_err(|_| no_reply()),
-        joined = &mut job => match joined {
-            // Returned without replying itself: the watchdog has replied, or is about to.
-            Ok(Ok(())) => rx.await.map_err(|_| no_reply()),
-            Ok(Err(err)) => Err(format!("workflow bridge failed: {err}")),
-            Err(join) => Err(format!("workflow activation panicked: {join}")),
-        },
+    let answer = loop {
+        tokio::select! {
+            out = &mut rx => break out.unwrap_or_else(|_| {
+                Err("workflow bridge returned without a completion".to_string())
+            }),
+            _ = tokio::time::sleep(python_threads::STALL) => threads.unstall(),
+        }
     };
     let mut completion = match answer {
         Ok(out) => match WorkflowActivationCompletion::decode(out.as_slice()) {
@@ -125,7 +137,9 @@ pub(super) async fn poll_loop(
     core: Arc<CoreWorker>,
     codec: Option<FernetCodec>,
     bridge: Arc<Py<PyAny>>,
+    max_threads: usize,
 ) -> Result<(), EngineError> {
+    let threads = PythonThreads::new("nomad-workflows", max_threads);
     let mut tasks = JoinSet::new();
     let mut outcome = Ok(());
     loop {
@@ -144,8 +158,9 @@ pub(super) async fn poll_loop(
         let core = core.clone();
         let bridge = bridge.clone();
         let codec = codec.clone();
+        let threads = threads.clone();
         tasks.spawn(async move {
-            let completion = activate(bridge, codec, activation).await;
+            let completion = activate(bridge, threads, codec, activation).await;
             if let Err(err) = core.complete_workflow_activation(completion).await {
                 eprintln!("nomad-actions: completing a workflow activation failed: {err}");
             }
@@ -154,5 +169,6 @@ pub(super) async fn poll_loop(
     }
     // Activations already handed out must be completed before core can shut down.
     while tasks.join_next().await.is_some() {}
+    threads.close();
     outcome
 }
