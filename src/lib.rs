@@ -25,6 +25,7 @@ pub mod _core {
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+        crate::runtime::configure_runtime();
         Ok(())
     }
     use pyo3::prelude::*;

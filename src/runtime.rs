@@ -12,6 +12,24 @@ use pyo3::IntoPyObjectExt;
 use pyo3::prelude::*;
 use tokio::runtime::Runtime;
 
+/// Worker threads of the runtime unless `NOMAD_ACTIONS_RUNTIME_THREADS` says otherwise.
+/// The Rust side of a worker process needs well under one core (Python is the bottleneck)
+/// and a client waits on the network; more idle threads than that only add wake-ups.
+const DEFAULT_RUNTIME_THREADS: usize = 2;
+
+/// Set how the shared runtime will be built (at import, before anything can start it:
+/// pyo3-async-runtimes builds it on first use, also from its own `future_into_py`).
+pub fn configure_runtime() {
+    let threads = std::env::var("NOMAD_ACTIONS_RUNTIME_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(DEFAULT_RUNTIME_THREADS);
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all().worker_threads(threads);
+    pyo3_async_runtimes::tokio::init(builder);
+}
+
 /// The shared runtime (created on first use by pyo3-async-runtimes, multi-threaded).
 pub fn runtime() -> &'static Runtime {
     pyo3_async_runtimes::tokio::get_runtime()

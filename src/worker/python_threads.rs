@@ -161,3 +161,61 @@ impl Inner {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    fn thread_count(threads: &PythonThreads) -> usize {
+        threads.inner.lock().threads
+    }
+
+    #[test]
+    fn quick_jobs_share_one_thread() {
+        Python::initialize();
+        let threads = PythonThreads::new("test-quick", 8);
+        let (done, finished) = mpsc::channel();
+        for i in 0..200 {
+            let done = done.clone();
+            threads.submit(move |py| {
+                // Some Python work, as an activation would do.
+                let n = py.eval(c"sum(range(100))", None, None).unwrap();
+                done.send((i, n.extract::<i64>().unwrap())).unwrap();
+            });
+        }
+        let got: Vec<(i32, i64)> = (0..200)
+            .map(|_| finished.recv_timeout(Duration::from_secs(30)).unwrap())
+            .collect();
+        assert_eq!(got, (0..200).map(|i| (i, 4950)).collect::<Vec<_>>());
+        // One thread did it all, in order; a second only if this box froze for 100 ms.
+        assert!(thread_count(&threads) <= 2, "{}", thread_count(&threads));
+        threads.close();
+    }
+
+    #[test]
+    fn a_blocked_thread_is_joined_by_another_when_the_queue_stalls() {
+        Python::initialize();
+        let threads = PythonThreads::new("test-stall", 4);
+        let (release, blocked) = mpsc::channel::<()>();
+        let (done, finished) = mpsc::channel();
+        // Stuck the way workflow code in `time.sleep` is: GIL released, thread held.
+        threads.submit(move |py| {
+            py.detach(move || blocked.recv().ok());
+        });
+        for i in 0..3 {
+            let done = done.clone();
+            threads.submit(move |_| done.send(i).unwrap());
+        }
+        std::thread::sleep(STALL * 2);
+        threads.unstall();
+        let mut got: Vec<i32> = (0..3)
+            .map(|_| finished.recv_timeout(Duration::from_secs(30)).unwrap())
+            .collect();
+        got.sort();
+        assert_eq!(got, vec![0, 1, 2]);
+        assert_eq!(thread_count(&threads), 2);
+        release.send(()).unwrap();
+        threads.close();
+    }
+}
