@@ -198,8 +198,6 @@ class WorkflowBridge:
         act = WorkflowActivation.FromString(activation)
         watch = _Watch(act.run_id, reply, threading.get_ident())
         completion: WorkflowActivationCompletion | None = None
-        if self._watchdog is not None:
-            self._watchdog.add(watch)
         try:
             completion = self._activate(act, watch)
         except _InterruptDeadlockError:
@@ -228,6 +226,7 @@ class WorkflowBridge:
             if run is not None:
                 logger.debug("Evicting workflow %s run %s", run.workflow_type, run_id)
                 watch.run = run
+                self._watch(watch)
                 self._evict_instance(run, act)
             completion = WorkflowActivationCompletion(run_id=run_id)
             completion.successful.SetInParent()
@@ -270,6 +269,7 @@ class WorkflowBridge:
                 watch.run = run
                 self._runs[run_id] = run
             assert run is not None
+            self._watch(watch)
             completion = run.instance.activate(act)
         except _InterruptDeadlockError:
             raise
@@ -291,6 +291,12 @@ class WorkflowBridge:
                 completion.failed.Clear()
                 completion.failed.failure.message = f"Failed encoding completion: {err}"
         return completion
+
+    def _watch(self, watch: _Watch) -> None:
+        """Starts the deadlock timeout. Instance creation (importing the workflow module into
+        a fresh sandbox, slow the first time) is not timed, as upstream does not time it."""
+        if self._watchdog is not None:
+            self._watchdog.add(watch)
 
     def _finish(self, watch: _Watch) -> bool:
         """Ends the watch of an activation whose code returned (or was interrupted).
@@ -613,7 +619,12 @@ class _Watchdog:
         self._on_timeout = on_timeout
         self._watches: dict[int, _Watch] = {}
         self._lock = threading.Lock()
-        self._wake = threading.Event()
+        # The idle thread blocks on this lock; whoever finds it parked releases it once.
+        # (A bare lock, not an Event: `Event.set` runs a Python-level condition on every
+        # activation that finds no other watch.)
+        self._parked = False
+        self._unpark = threading.Lock()
+        self._unpark.acquire()
         self._stopped = False
         self._thread: threading.Thread | None = None
 
@@ -625,10 +636,8 @@ class _Watchdog:
                     target=self._serve, name="nomad_workflow_watchdog", daemon=True
                 )
                 self._thread.start()
-            was_empty = not self._watches
             self._watches[id(watch)] = watch
-            if was_empty:
-                self._wake.set()
+            self._wake()
 
     def remove(self, watch: _Watch) -> None:
         with self._lock:
@@ -636,18 +645,25 @@ class _Watchdog:
 
     def stop(self) -> None:
         self._stopped = True
-        self._wake.set()
+        with self._lock:
+            self._wake()
+
+    def _wake(self) -> None:
+        """Unparks the thread if it is parked (call with `_lock` held)."""
+        if self._parked:
+            self._parked = False
+            self._unpark.release()
 
     def _serve(self) -> None:
         while not self._stopped:
             with self._lock:
                 first = next(iter(self._watches.values()), None)
                 if first is None:
-                    self._wake.clear()
+                    self._parked = True
                 elif first.deadline <= time.monotonic():
                     del self._watches[id(first)]
             if first is None:
-                self._wake.wait()
+                self._unpark.acquire()
                 continue
             delay = first.deadline - time.monotonic()
             if delay > 0:

@@ -275,7 +275,12 @@ impl WorkerRef {
     /// An outcome that cannot be encoded (a result with no JSON form) completes the task as
     /// failed, naming the reason: raising instead would leave the task running until its
     /// timeout, and hold one of core's activity slots meanwhile.
-    fn complete_activity(&self, task_token: Vec<u8>, outcome: &Bound<'_, PyDict>) -> PyResult<()> {
+    fn complete_activity(
+        &self,
+        py: Python<'_>,
+        task_token: Vec<u8>,
+        outcome: &Bound<'_, PyDict>,
+    ) -> PyResult<()> {
         let result = activities::outcome_from_py(outcome).unwrap_or_else(|err| {
             activities::rust_failure(
                 format!("Failed encoding the activity's outcome: {err}"),
@@ -283,7 +288,8 @@ impl WorkerRef {
                 false,
             )
         });
-        activities::complete(&self.shared, task_token, result);
+        // Spawning wakes a runtime thread, which can preempt this one: not with the GIL.
+        py.detach(|| activities::complete(&self.shared, task_token, result));
         Ok(())
     }
 

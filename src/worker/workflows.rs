@@ -57,8 +57,11 @@ impl Reply {
 
 #[pymethods]
 impl Reply {
-    fn __call__(&self, completion: &[u8]) -> bool {
-        self.send(Ok(completion.to_vec()))
+    fn __call__(&self, py: Python<'_>, completion: &[u8]) -> bool {
+        let completion = completion.to_vec();
+        // Waking the task that waits for this can get the calling thread preempted on a
+        // busy machine; it must not hold the GIL meanwhile, or every Python thread waits.
+        py.detach(|| self.send(Ok(completion)))
     }
 }
 
