@@ -53,6 +53,7 @@ from .progress_actions import (
     report_steps,
     report_steps_async,
 )
+from .worker_processes import poll
 
 PROGRESS = "tests.progress_actions:progress_action"
 BROKEN = "nomad_actions_testplugin.actions:broken_action"
@@ -66,18 +67,6 @@ TIMEOUT = 90.0
 
 def new_user() -> str:
     return f"cli-{uuid.uuid4().hex[:8]}"
-
-
-def poll(check: Callable[[], Any], what: str, timeout: float = TIMEOUT) -> Any:
-    """Call `check` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.2)
 
 
 # ---------------------------------------------------------------------- fixtures
@@ -435,7 +424,7 @@ def test_cancel(server: DevServer, cli: Run) -> None:
         code, out, _ = cli("cancel", wid, "--json")
         assert code == 0
         assert json.loads(out) == {"workflow_id": wid, "cancel_requested": True}
-        poll(lambda: get_action_status(wid) == Status.CANCELED, "the waiter to be canceled")
+        poll(lambda: get_action_status(wid) == Status.CANCELED, TIMEOUT, "the cancellation")
         code, out, err = cli("result", wid)
         assert code == 1 and out == ""
         assert "ended CANCELED" in one_line(err)
@@ -495,7 +484,7 @@ def test_list(server: DevServer, cli: Run) -> None:
             rows = {r["workflow_id"]: r for r in json.loads(out)}
             return rows if {done, running} <= set(rows) else None
 
-        rows = poll(listed, "both runs to be listed")
+        rows = poll(listed, TIMEOUT, "both runs to be listed")
         assert len(rows) == 2
         assert rows[done]["status"] == "COMPLETED" and rows[done]["action_id"] == GREET
         assert rows[running]["status"] == "RUNNING" and rows[running]["user_id"] == user
@@ -613,6 +602,7 @@ def test_get_action_progress_and_status_show_the_progress(
     try:
         progress = poll(
             lambda: (p := get_action_progress(wid)).fraction is not None and p,
+            TIMEOUT,
             "a progress report to reach the server",
         )
         assert progress.status == Status.RUNNING

@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,22 +25,12 @@ from nomad_actions.config import reset_config
 from nomad_actions.testing import free_port
 
 from .conftest import GREET
+from .worker_processes import poll
 
 # Generous: on a loaded 2-core machine the server and the workers take a while to start.
 START_TIMEOUT = 120.0
 STOP_TIMEOUT = 90.0
 COMMAND_TIMEOUT = 120.0
-
-
-def poll(check: Callable[[], Any], what: str, timeout: float, log: Callable[[], str] = str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}\n{log()}")
-        time.sleep(0.2)
 
 
 def pid_alive(pid: int) -> bool:
@@ -179,7 +168,7 @@ class Dev:
                 return None
             return info if info.get("pid") == self.proc.pid else None
 
-        info = poll(ready, "dev.json", START_TIMEOUT, self.log)
+        info = poll(ready, START_TIMEOUT, "dev.json", self.log)
         self.server_pid = info["server_pid"]
         return info
 
@@ -259,7 +248,7 @@ def test_dev_runs_finds_stops_and_persists(
     assert f"Web UI:       {info['ui_url']}" in log
     assert f"export NOMAD_TEMPORAL_HOST=127.0.0.1 NOMAD_TEMPORAL_PORT={dev.port}" in log
     # Not headless: the Web UI answers.
-    poll(lambda: get_ui(info["ui_url"]) == 200, "the Web UI", START_TIMEOUT, dev.log)
+    poll(lambda: get_ui(info["ui_url"]) == 200, START_TIMEOUT, "the Web UI", dev.log)
 
     # Another shell: no host/port, finds the server through dev.json.
     run = cli(dev_env, "start", GREET, "--user", "dev-user", "--data", '{"name": "Dev"}', "--wait")
@@ -292,7 +281,7 @@ def test_dev_runs_finds_stops_and_persists(
         rows = [r for r in json.loads(run.stdout) if r["workflow_id"] == wid]
         return rows or None
 
-    [row] = poll(listed, "the earlier run to be listed after the restart", START_TIMEOUT, dev.log)
+    [row] = poll(listed, START_TIMEOUT, "the earlier run to be listed after the restart", dev.log)
     assert row["status"] == "COMPLETED" and row["action_id"] == GREET
     run = cli(dev_env, "result", wid, "--json")
     assert run.returncode == 0, run.stderr
