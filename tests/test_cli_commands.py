@@ -46,6 +46,7 @@ from nomad_actions.testing import DevServer, free_port
 from nomad_actions.worker import Worker
 
 from .conftest import FAILS, GREET, TEST_QUEUE, WAITER
+from .polling import poll
 from .progress_actions import (
     ProgressInput,
     ProgressOutput,
@@ -53,7 +54,6 @@ from .progress_actions import (
     report_steps,
     report_steps_async,
 )
-from .worker_processes import poll
 
 PROGRESS = "tests.progress_actions:progress_action"
 BROKEN = "nomad_actions_testplugin.actions:broken_action"

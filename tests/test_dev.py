@@ -25,7 +25,7 @@ from nomad_actions.config import reset_config
 from nomad_actions.testing import free_port
 
 from .conftest import GREET
-from .worker_processes import poll
+from .polling import poll
 
 # Generous: on a loaded 2-core machine the server and the workers take a while to start.
 START_TIMEOUT = 120.0

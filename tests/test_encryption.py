@@ -59,6 +59,7 @@ from nomad_actions_testplugin.workflows import GreetWorkflow
 
 from .conftest import GREET, TEST_QUEUE, WAITER
 from .official_worker import OfficialWorker
+from .polling import wait_until
 
 SECRET = "defaultApiSecret"  # upstream NOMAD's default services.api_secret
 OTHER_SECRET = "a-different-secret-of-another-deployment"
@@ -227,21 +228,6 @@ def history_events(server: DevServer, workflow_id: str) -> list[Any]:
 
 def events_of(events: list[Any], event_type: int) -> list[Any]:
     return [e for e in events if e.event_type == event_type]
-
-
-def wait_until(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-        except Exception as err:
-            last = err
-        else:
-            if value:
-                return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what} (last error: {last!r})")
 
 
 def assert_encrypted(payload: Payload, secret: str = SECRET) -> Payload:

@@ -21,7 +21,8 @@ from nomad_actions import TemporalConnectionError, get_action_result
 from nomad_actions.testing import DevServer
 from nomad_actions_faultplugin import BROKEN_QUEUE, FAULT_QUEUE
 
-from .worker_processes import START_TIMEOUT, WorkerPool, WorkerProcess, poll, worker_environment
+from .polling import poll
+from .worker_processes import START_TIMEOUT, WorkerPool, WorkerProcess, worker_environment
 
 __all__ = [
     "BROKEN_QUEUE",

@@ -13,7 +13,7 @@ import concurrent.futures
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -53,6 +53,7 @@ from nomad_actions.worker import Worker
 from nomad_actions_testplugin.models import GreetInput, GreetOutput
 
 from .conftest import GREET, TEST_QUEUE
+from .polling import wait_until
 
 RESULT_TIMEOUT = 60.0
 Status = WorkflowExecutionStatus
@@ -185,21 +186,6 @@ def registered(action: Action, name: str) -> Iterator[str]:
         yield action_id
     finally:
         unregister_action(action_id)
-
-
-def wait_until(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-        except Exception as err:
-            last = err
-        else:
-            if value:
-                return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what} (last error: {last!r})")
 
 
 # -- start_action / get_action_status spellings -----------------------------------------------

@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
@@ -92,6 +91,8 @@ from nomad_actions_workerplugin.workflows import (
     SecretWorkflow,
 )
 
+from .polling import wait_until
+
 PLUGIN = "nomad_actions_workerplugin.actions"
 PUBCHEM = f"{PLUGIN}:pubchem_action"
 SECRETS = f"{PLUGIN}:secret_action"
@@ -108,7 +109,6 @@ CANCELLABLE = f"{PLUGIN}:cancellable_action"
 
 # Generous: a loaded 2-core machine may take seconds for what usually takes milliseconds.
 RESULT_TIMEOUT = 60.0
-POLL_TIMEOUT = 30.0
 
 Status = WorkflowExecutionStatus
 
@@ -118,24 +118,6 @@ Status = WorkflowExecutionStatus
 
 def new_user() -> str:
     return f"user-{uuid.uuid4().hex[:8]}"
-
-
-def wait_until(check: Callable[[], Any], what: str, timeout: float = POLL_TIMEOUT) -> Any:
-    """Polls `check` until it returns something truthy (exceptions count as not yet)."""
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-        except Exception as err:
-            last = err
-        else:
-            if value:
-                return value
-        time.sleep(0.1)
-    raise AssertionError(
-        f"timed out waiting for {what}" + (f" (last error: {last!r})" if last else "")
-    )
 
 
 def status_is(workflow_id: str, status: WorkflowExecutionStatus) -> Callable[[], bool]:

@@ -34,7 +34,8 @@ from nomad_actions.config import reset_config
 from nomad_actions.testing import DevServer, free_port
 from nomad_actions_procplugin.models import WorkOutput
 
-from .worker_processes import CONSOLE_SCRIPT, START_TIMEOUT, WorkerPool, WorkerProcess, poll
+from .polling import poll
+from .worker_processes import CONSOLE_SCRIPT, START_TIMEOUT, WorkerPool, WorkerProcess
 
 HEARTBEAT = "nomad_actions_procplugin.actions:heartbeat_action"
 SLEEPER = "nomad_actions_procplugin.actions:sleeper_action"

@@ -11,10 +11,8 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import pytest
 from temporalio.client import WorkflowExecutionStatus
@@ -23,23 +21,13 @@ import nomad_actions
 from nomad_actions import get_action_status
 from nomad_actions.testing import DevServer
 
+from .polling import poll
+
 #: Generous: a loaded 2-core machine starts a Python worker in seconds, not milliseconds.
 START_TIMEOUT = 90.0
 
 #: The `nomad-actions` console script installed next to this interpreter.
 CONSOLE_SCRIPT = Path(sys.executable).with_name("nomad-actions")
-
-
-def poll(check: Callable[[], Any], timeout: float, what: str, logs: Callable[[], str] = str) -> Any:
-    """Call `check` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}\n{logs()}")
-        time.sleep(0.1)
 
 
 def worker_environment(
