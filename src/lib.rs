@@ -20,12 +20,13 @@ pub mod _core {
     #[pymodule_export]
     use crate::client::{ClientRef, connection_count, unix_time};
     #[pymodule_export]
+    use crate::runtime::runtime_generations;
+    #[pymodule_export]
     use crate::worker::WorkerRef;
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-        crate::runtime::configure_runtime();
         Ok(())
     }
     use pyo3::prelude::*;

@@ -41,6 +41,7 @@ from nomad_actions.errors import (
     RPCError,
     TemporalConnectionError,
     UnknownActionError,
+    WorkerForkedError,
     WorkflowAlreadyStartedError,
     WorkflowNotFoundError,
 )
@@ -73,6 +74,7 @@ __all__ = [
     "TemporalConnectionError",
     "TlsConfig",
     "UnknownActionError",
+    "WorkerForkedError",
     "WorkflowAlreadyStartedError",
     "WorkflowNotFoundError",
     "__version__",
