@@ -34,6 +34,8 @@ DEFAULT_HOST = "localhost"
 DEFAULT_PORT = 7233
 DEFAULT_NAMESPACE = "default"
 DEFAULT_CONNECT_TIMEOUT_MILLIS = 5000
+#: How long a client call (start, describe, signal, list, ...) may wait for its answer.
+DEFAULT_RPC_TIMEOUT_MILLIS = 10_000
 
 ENV_HOST = "NOMAD_TEMPORAL_HOST"
 ENV_PORT = "NOMAD_TEMPORAL_PORT"
@@ -125,6 +127,9 @@ class ConnectionConfig:
         api_secret: NOMAD API secret; payloads are encrypted with it (upstream NOMAD's
             Fernet codec) unless ``development`` is set.
         development: NOMAD development mode: payloads travel as plain JSON.
+        rpc_timeout_millis: How long a client call may wait for the server's answer before
+            it fails with ``TemporalConnectionError`` (a stalled connection, a partition);
+            waiting for a result is bounded by its own ``timeout`` instead.
     """
 
     host: str = DEFAULT_HOST
@@ -136,6 +141,7 @@ class ConnectionConfig:
     identity: str = field(default_factory=_default_identity)
     api_secret: str | None = field(default=None, repr=False)
     development: bool = False
+    rpc_timeout_millis: int = DEFAULT_RPC_TIMEOUT_MILLIS
 
     @property
     def payload_secret(self) -> str | None:
@@ -155,6 +161,10 @@ class ConnectionConfig:
         if self.connect_timeout_millis <= 0:
             raise ValueError(
                 f"connect_timeout_millis must be positive, got {self.connect_timeout_millis!r}"
+            )
+        if self.rpc_timeout_millis <= 0:
+            raise ValueError(
+                f"rpc_timeout_millis must be positive, got {self.rpc_timeout_millis!r}"
             )
 
     @property
@@ -278,6 +288,7 @@ def configure(
     tls_server_name: str | None = None,
     api_secret: str | None = None,
     development: bool | None = None,
+    rpc_timeout: float | None = None,
 ) -> ConnectionConfig:
     """Changes the connection settings used from now on.
 
@@ -299,6 +310,7 @@ def configure(
         tls_server_name: Server name to verify; implies TLS.
         api_secret: NOMAD API secret for payload encryption; an empty string removes it.
         development: True for NOMAD development mode (no payload encryption).
+        rpc_timeout: Seconds a client call may wait for the server's answer (default 10).
 
     Returns:
         The new settings.
@@ -326,6 +338,10 @@ def configure(
         if not connect_timeout > 0:
             raise ValueError(f"connect_timeout must be positive seconds, got {connect_timeout!r}")
         changes["connect_timeout_millis"] = max(1, round(connect_timeout * 1000))
+    if rpc_timeout is not None:
+        if not rpc_timeout > 0:
+            raise ValueError(f"rpc_timeout must be positive seconds, got {rpc_timeout!r}")
+        changes["rpc_timeout_millis"] = max(1, round(rpc_timeout * 1000))
 
     tls_changes: dict[str, Any] = {}
     if tls_server_ca_cert_path is not None:
