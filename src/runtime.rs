@@ -59,11 +59,24 @@ fn runtime_threads() -> usize {
 }
 
 fn build_generation(pid: u32) -> Generation {
+    let threads = runtime_threads();
+    let started = std::sync::Arc::new((Mutex::new(0usize), std::sync::Condvar::new()));
+    let counter = started.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .worker_threads(runtime_threads())
+        .worker_threads(threads)
+        .on_thread_start(move || {
+            let (count, ready) = &*counter;
+            *count.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+            ready.notify_all();
+        })
         .build()
         .expect("the tokio runtime starts");
+    // Return a runtime whose worker threads run (and carry their names), not one whose
+    // threads the OS has yet to schedule; bounded, since nothing depends on it.
+    let (count, ready) = &*started;
+    let guard = count.lock().unwrap_or_else(|p| p.into_inner());
+    let _ = ready.wait_timeout_while(guard, Duration::from_secs(2), |n| *n < threads);
     Generation {
         pid,
         runtime,
@@ -94,9 +107,11 @@ pub fn generation() -> &'static Generation {
         }
         Err(_) => {
             // Another thread of this process won the race: use its generation. Ours has
-            // never run anything, so dropping it joins threads that do exist.
+            // never run anything; shut it down without waiting, since this may run inside
+            // an async context, where a blocking drop of a runtime panics.
             // SAFETY: `fresh` came from Box::into_raw above and was never shared.
-            drop(unsafe { Box::from_raw(fresh) });
+            let Generation { runtime, .. } = *unsafe { Box::from_raw(fresh) };
+            runtime.shutdown_background();
             generation()
         }
     }
@@ -240,4 +255,35 @@ pub fn core_runtime() -> &'static temporalio_sdk_core::CoreRuntime {
         let _guard = generation.runtime.enter();
         CoreRuntime::new_assume_tokio(options).expect("sdk-core runtime starts")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn racing_first_uses_agree_on_one_generation_even_inside_a_runtime() {
+        // Some threads ask from inside another runtime's async context, where a loser of
+        // the race must not drop its runtime the blocking way.
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                std::thread::spawn(move || {
+                    if i % 2 == 0 {
+                        let rt = tokio::runtime::Builder::new_current_thread()
+                            .build()
+                            .unwrap();
+                        rt.block_on(async { generation() as *const Generation as usize })
+                    } else {
+                        generation() as *const Generation as usize
+                    }
+                })
+            })
+            .collect();
+        let seen: std::collections::HashSet<usize> =
+            handles.into_iter().map(|h| h.join().unwrap()).collect();
+        assert_eq!(seen.len(), 1);
+        let generation = generation();
+        assert_eq!(generation.pid, std::process::id());
+        assert_eq!(generation.runtime.block_on(async { 40 + 2 }), 42);
+    }
 }
