@@ -145,7 +145,7 @@ impl From<EngineError> for PyErr {
                 EngineError::Timeout(..) => {
                     PyErr::new::<pyo3::exceptions::PyTimeoutError, _>(message)
                 }
-                EngineError::Config(_) => PyErr::new::<pyo3::exceptions::PyValueError, _>(message),
+                EngineError::Config(_) => python_error(py, "ConfigurationError", message, &[]),
             }
         })
     }
