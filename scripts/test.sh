@@ -6,6 +6,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV="${VENV:-.venv}"
+
+# Real neighbours the tests talk to, from Debian: curl (the distro's health probe) and
+# Prometheus + promtool (scraping the worker's metrics). Installed once; reruns skip this.
+need=()
+command -v curl >/dev/null || need+=(curl)
+command -v prometheus >/dev/null && command -v promtool >/dev/null || need+=(prometheus)
+if [ "${#need[@]}" -gt 0 ]; then
+    echo "==> installing Debian packages: ${need[*]}"
+    if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo); fi
+    "${SUDO[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+
 ./scripts/install.sh
 PY="$VENV/bin/python"
 echo "==> installing test dependencies and test plugins"

@@ -131,6 +131,7 @@ impl ConnectionConfig {
             .identity(identity)
             .maybe_tls_options(tls)
             .maybe_api_key(self.api_key.clone())
+            .maybe_metrics_meter(crate::telemetry::meter_for_connection())
             .connect_timeout(self.connect_timeout())
             .retry_options(retry)
             // A single host: DNS load balancing only adds a resolver task.

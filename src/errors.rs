@@ -198,7 +198,7 @@ impl From<EngineError> for PyErr {
                     PyErr::new::<pyo3::exceptions::PyTimeoutError, _>(message)
                 }
                 EngineError::Forked { .. } => python_error(py, "WorkerForkedError", message, &[]),
-                EngineError::Config(_) => PyErr::new::<pyo3::exceptions::PyValueError, _>(message),
+                EngineError::Config(_) => python_error(py, "ConfigurationError", message, &[]),
             }
         })
     }

@@ -10,6 +10,7 @@ pub mod codec;
 pub mod errors;
 pub mod payload;
 pub mod runtime;
+pub mod telemetry;
 pub mod worker;
 
 use pyo3::prelude::*;
@@ -21,6 +22,8 @@ pub mod _core {
     use crate::client::{ClientRef, connection_count, unix_time};
     #[pymodule_export]
     use crate::runtime::runtime_generations;
+    #[pymodule_export]
+    use crate::telemetry::start_metrics_exporter;
     #[pymodule_export]
     use crate::worker::WorkerRef;
 

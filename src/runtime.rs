@@ -247,7 +247,10 @@ pub fn core_runtime() -> &'static temporalio_sdk_core::CoreRuntime {
                 filter,
                 format: None,
             });
-        let telemetry = TelemetryOptions::builder().maybe_logging(logging).build();
+        let telemetry = TelemetryOptions::builder()
+            .maybe_logging(logging)
+            .maybe_metrics(crate::telemetry::meter_for_core_runtime())
+            .build();
         let options = RuntimeOptions::builder()
             .telemetry_options(telemetry)
             .build()

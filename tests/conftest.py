@@ -3,6 +3,7 @@ peer for the client tests (our client starts workflows, their worker runs them).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -13,6 +14,11 @@ from nomad_actions.config import reset_config
 from nomad_actions.testing import DevServer
 
 from .official_worker import OfficialWorker
+
+# The suite runs in NOMAD's development mode (plain payloads) unless a test says otherwise:
+# outside it the engine refuses to run without an API secret, as upstream NOMAD does. Worker
+# processes the tests start inherit it.
+os.environ.setdefault("NOMAD_SERVICES_MODE", "development")
 
 GREET = "nomad_actions_testplugin.actions:greet_action"
 WAITER = "nomad_actions_testplugin.actions:waiter_action"

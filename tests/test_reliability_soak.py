@@ -133,7 +133,7 @@ def faulty_workers(tmp_path: Path) -> Iterator[tuple[Workers, FaultProxy]]:
     """A dev server; the client talks to it directly and encrypts payloads (Fernet, the
     NOMAD API secret); workers reach it through a proxy that resets their connections."""
     with DevServer(log_path=tmp_path / "temporal.log") as server:
-        configure(host=server.host, port=server.port, api_secret=SECRET)
+        configure(host=server.host, port=server.port, api_secret=SECRET, development=False)
         try:
             with FaultProxy(server.host, server.port) as proxy:
                 for pool in workers_for(server, tmp_path):
@@ -178,7 +178,7 @@ def test_soak_2000_encrypted_actions_with_connection_resets(
         "--max-concurrent-activities",
         str(MAX_CONCURRENT_ACTIVITIES),
         port=proxy.port,
-        env={"NOMAD_SERVICES_API_SECRET": SECRET},
+        env={"NOMAD_SERVICES_API_SECRET": SECRET, "NOMAD_SERVICES_MODE": "production"},
     )
     stop = threading.Event()
     resets: list[float] = []

@@ -30,6 +30,7 @@ def replay(
     server: DevServer, *args: str, plugin_path: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NOMAD_")}
+    env["NOMAD_SERVICES_MODE"] = "development"  # plain payloads, as the test worker sends
     if plugin_path is not None:
         # The changed copy comes first on the path, ahead of the installed plugin.
         env["PYTHONPATH"] = os.pathsep.join([str(plugin_path), env.get("PYTHONPATH", "")])

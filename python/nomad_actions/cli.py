@@ -188,7 +188,8 @@ def _add_connection_options(parser: argparse.ArgumentParser) -> None:
         "connection",
         "Where the Temporal server is. Options not given come from the environment "
         "(NOMAD_TEMPORAL_HOST, NOMAD_TEMPORAL_PORT, NOMAD_TEMPORAL_NAMESPACE, "
-        "NOMAD_TEMPORAL_API_KEY); without host and port there, a running `nomad-actions dev` "
+        "NOMAD_TEMPORAL_API_KEY), then nomad.yaml (or the files in NOMAD_CONFIG), section "
+        "temporal; without host and port there, a running `nomad-actions dev` "
         f"(found through <data dir>/{DEV_INFO_FILE}, data dir ${ENV_DATA_DIR} or "
         "~/.local/share/nomad-actions), else localhost:7233, namespace 'default'.",
     )
@@ -204,11 +205,12 @@ def _add_connection_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _connection_from_environment() -> bool:
-    """Whether the host or port is set by `configure()` or the environment already."""
+    """Whether the host or port is set by `configure()`, nomad.yaml or the environment."""
     from nomad_actions import config
 
     explicit = getattr(config, "_configured", None) is not None
-    return explicit or bool(os.environ.get(ENV_HOST) or os.environ.get(ENV_PORT))
+    sources = config.settings().sources
+    return explicit or "temporal.host" in sources or "temporal.port" in sources
 
 
 def _apply_connection_options(args: argparse.Namespace) -> None:
@@ -459,6 +461,8 @@ def _expected_error(err: BaseException) -> CommandError | None:
     ):
         return CommandError(_unknown_action_message(err), EXIT_USAGE)
     if isinstance(err, (errors.UnknownActionError, errors.ActionInputError)):
+        return CommandError(str(err), EXIT_USAGE)
+    if isinstance(err, errors.ConfigurationError):
         return CommandError(str(err), EXIT_USAGE)
     if isinstance(err, errors.ActionLoadError):
         cause = err.__cause__
@@ -1686,9 +1690,11 @@ def _add_worker(subparsers: Any) -> None:
     parser.add_argument(
         "--max-concurrent-activities",
         type=_positive_int,
-        default=100,
+        default=None,
         metavar="N",
-        help="activity tasks run at once (default 100)",
+        help="activity tasks run at once (default: the worker block's max_concurrent_activities "
+        "in nomad.yaml; when unset there, sdk-core's resource-based tuner with the block's "
+        "target_memory_usage, target_cpu_usage, min/max_activity_slots, activity_ramp_throttle)",
     )
     parser.add_argument(
         "--max-concurrent-workflow-tasks",
@@ -1702,7 +1708,7 @@ def _add_worker(subparsers: Any) -> None:
         type=_positive_int,
         default=None,
         metavar="N",
-        help="threads for plain `def` activities (default: min(32, CPUs + 4))",
+        help="threads for plain `def` activities (default: the worker block's pool_size)",
     )
     parser.add_argument(
         "--max-cached-workflows",
@@ -1714,10 +1720,31 @@ def _add_worker(subparsers: Any) -> None:
     parser.add_argument(
         "--graceful-shutdown-timeout",
         type=_non_negative_seconds,
-        default=10.0,
+        default=None,
         metavar="SECONDS",
         help="on shutdown, how long running activities may finish before they are "
-        "cancelled (default 10)",
+        "cancelled (default: temporal.graceful_shutdown_timeout when set, else 10)",
+    )
+    health = parser.add_argument_group(
+        "health and metrics",
+        "The worker block of nomad.yaml (temporal.cpu_worker for the CPU queue and plugin "
+        "queues, temporal.gpu_worker for the GPU queue) sets healthcheck_enabled, "
+        "healthcheck_host (0.0.0.0) and healthcheck_port (8080); the endpoint is off in "
+        "development mode unless --health-port is given.",
+    )
+    health.add_argument(
+        "--health-port",
+        type=_port,
+        default=None,
+        metavar="PORT",
+        help="serve GET /health on this port (200 OK while working, 503 UNHEALTHY otherwise)",
+    )
+    health.add_argument("--no-health", action="store_true", help="serve no health endpoint")
+    health.add_argument(
+        "--metrics-bind-address",
+        default=None,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics here (default temporal.prometheus_bind_address)",
     )
     parser.add_argument(
         "--unsandboxed",
@@ -1770,11 +1797,48 @@ def _nothing_to_run(queue: str) -> CommandError:
     return CommandError(f'no action is registered on task queue "{queue}". {hint}', EXIT_USAGE)
 
 
+def _worker_settings(args: argparse.Namespace, queue: str) -> dict[str, Any]:
+    """The Worker options that follow nomad.yaml's worker block as upstream's CPU/GPU workers
+    read it, each overridden by its flag."""
+    from nomad_actions.config import settings
+    from nomad_actions.worker import TunerOptions
+
+    nomad = settings()
+    block = nomad.worker(queue)
+    key = f"temporal.{nomad.worker_key(queue)}"
+    options: dict[str, Any] = {
+        "activity_threads": args.activity_threads or block.pool_size,
+        "max_concurrent_activities": args.max_concurrent_activities
+        or block.max_concurrent_activities,
+        "tuner": TunerOptions(
+            target_memory_usage=block.target_memory_usage,
+            target_cpu_usage=block.target_cpu_usage,
+            min_activity_slots=min(block.activity_slots_minimum, block.max_activity_slots),
+            max_activity_slots=block.max_activity_slots,
+            activity_ramp_throttle_millis=block.activity_ramp_throttle,
+        ),
+        "metrics_bind_address": args.metrics_bind_address or nomad.temporal.prometheus_bind_address,
+    }
+    grace = args.graceful_shutdown_timeout
+    if grace is None:
+        set_in_config = nomad.source("temporal.graceful_shutdown_timeout") != "default"
+        grace = nomad.temporal.graceful_shutdown_timeout if set_in_config else 10.0
+    options["graceful_shutdown_timeout"] = grace
+    health = block.healthcheck_enabled and not nomad.development
+    if args.health_port is not None:
+        health = True
+    if health and not args.no_health:
+        port = args.health_port or block.healthcheck_port
+        options["health_address"] = f"{block.healthcheck_host}:{port}"
+        logger.info("Health check at http://%s/health (%s)", options["health_address"], key)
+    return options
+
+
 def _run_worker(args: argparse.Namespace) -> int:
     _setup_logging(args.log_level)
     _apply_connection_options(args)
 
-    from nomad_actions.errors import ActionLoadError, TemporalConnectionError
+    from nomad_actions.errors import ActionLoadError, ConfigurationError, TemporalConnectionError
     from nomad_actions.worker import Worker, resolve_task_queue
 
     queue = resolve_task_queue(args.task_queue)
@@ -1782,15 +1846,13 @@ def _run_worker(args: argparse.Namespace) -> int:
     try:
         worker = Worker(
             queue,
-            max_concurrent_activities=args.max_concurrent_activities,
             max_concurrent_workflow_tasks=args.max_concurrent_workflow_tasks,
-            activity_threads=args.activity_threads,
             max_cached_workflows=args.max_cached_workflows,
-            graceful_shutdown_timeout=args.graceful_shutdown_timeout,
             sandboxed=not args.unsandboxed,
             deadlock_timeout=args.deadlock_timeout or None,
             config=config,
             skip_broken=args.skip_broken,
+            **_worker_settings(args, queue),
         )
     except ActionLoadError as err:  # a broken plugin: a configuration error
         raise CommandError(str(err), EXIT_USAGE) from None
@@ -1801,12 +1863,73 @@ def _run_worker(args: argparse.Namespace) -> int:
 
     try:
         worker.run()
+    except ConfigurationError as err:  # e.g. the health port is taken
+        raise CommandError(str(err), EXIT_USAGE) from None
     except TemporalConnectionError as err:
         # The engine's message names the address; make sure it is there in any case.
         message = str(err)
         if config.address not in message:
             message = f"cannot connect to Temporal at {config.address}: {message}"
         raise CommandError(message, EXIT_FAILURE) from None
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------- config
+
+
+def _add_config(subparsers: Any) -> None:
+    parser = _add_parser(
+        subparsers,
+        "config",
+        help="show the effective settings and where each came from",
+        description=(
+            "Show the settings the client and the workers use: NOMAD's configuration "
+            "(nomad.yaml, or the files in NOMAD_CONFIG, then NOMAD_<SECTION>_<FIELD> "
+            "variables, as nomad-lab reads it), then this command's connection options. "
+            "Each line names where its value came from; secrets are masked."
+        ),
+    )
+    _add_json_option(parser)
+    _add_connection_options(parser)
+    parser.set_defaults(handler=_run_config)
+
+
+def _run_config(args: argparse.Namespace) -> int:
+    from nomad_actions.config import settings
+
+    nomad = settings()
+    flags = {"host": args.host, "port": args.port, "namespace": args.namespace}
+    rows = []
+    for key, value, source in nomad.items():
+        flag = flags.get(key.removeprefix("temporal."))
+        if key.startswith("temporal.") and flag is not None:
+            value, source = flag, f"--{key.removeprefix('temporal.')}"
+        rows.append({"key": key, "value": value, "source": source})
+    _apply_connection_options(args)
+    connection = get_config()
+    summary = {
+        "address": connection.address,
+        "namespace": connection.namespace,
+        "tls": connection.tls is not None,
+        "payload_encryption": connection.payload_secret is not None,
+        "development": connection.development,
+        "files": list(nomad.files),
+    }
+    if args.json:
+        _print_json({"settings": rows, "effective": summary})
+        return EXIT_OK
+    files = ", ".join(nomad.files) or "none (no nomad.yaml here, NOMAD_CONFIG unset)"
+    _out(f"config files: {files}")
+    width = max(len(r["key"]) for r in rows)
+    for row in rows:
+        value = "null" if row["value"] is None else row["value"]
+        _out(f"  {row['key']:<{width}}  {value}  ({row['source']})")
+    _out(
+        f"connection: {summary['address']} namespace {summary['namespace']}, "
+        f"TLS {'on' if summary['tls'] else 'off'}, payload encryption "
+        f"{'on' if summary['payload_encryption'] else 'off'}"
+        f"{' (development mode)' if summary['development'] else ''}"
+    )
     return EXIT_OK
 
 
@@ -1826,6 +1949,7 @@ _COMMANDS: list[Callable[[Any], None]] = [
     _add_replay,
     _add_dev,
     _add_worker,
+    _add_config,
 ]
 
 MAIN_EPILOG = f"""first steps:

@@ -133,7 +133,9 @@ def _client_for(config: ConnectionConfig) -> Any:
 
 
 def _client() -> Any:
-    return _client_for(get_config())
+    config = get_config()
+    config.require_payload_security()
+    return _client_for(config)
 
 
 @lru_cache(maxsize=256)

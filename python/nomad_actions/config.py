@@ -3,9 +3,10 @@
 The dataclasses here mirror the Rust ``FromPyObject`` structs: only flat values and bytes
 cross into Rust, so certificate files are read here and durations carry a ``_millis`` suffix.
 
-The current connection settings come from :func:`configure` when it was called, else from the
-environment (``NOMAD_TEMPORAL_HOST``, ``NOMAD_TEMPORAL_PORT``, ``NOMAD_TEMPORAL_NAMESPACE``,
-``NOMAD_TEMPORAL_API_KEY``), read each time :func:`get_config` is called.
+The current connection settings come from :func:`configure` when it was called, else from
+NOMAD's configuration as a distro has it (:mod:`nomad_actions.settings`: ``nomad.yaml`` or the
+files in ``NOMAD_CONFIG``, overridden by ``NOMAD_TEMPORAL_HOST``, ``NOMAD_TEMPORAL_PORT``, ...),
+read each time :func:`get_config` is called (cached while nothing changed).
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
+
+from nomad_actions.errors import ConfigurationError
+from nomad_actions.settings import NomadSettings, load_settings, read_pem
 
 __all__ = [
     "ConnectionConfig",
@@ -48,6 +52,8 @@ ENV_TLS_KEY = "NOMAD_TEMPORAL_TLS_CLIENT_KEY"
 ENV_TLS_SERVER_NAME = "NOMAD_TEMPORAL_TLS_SERVER_NAME"
 ENV_API_SECRET = "NOMAD_SERVICES_API_SECRET"
 ENV_MODE = "NOMAD_SERVICES_MODE"
+#: nomad-lab's default API secret, which it refuses in production mode.
+UPSTREAM_DEFAULT_API_SECRET = "defaultApiSecret"
 
 
 class TaskQueue(str, Enum):
@@ -167,6 +173,29 @@ class ConnectionConfig:
                 f"rpc_timeout_millis must be positive, got {self.rpc_timeout_millis!r}"
             )
 
+    def require_payload_security(self) -> None:
+        """Refuses to run with plain payloads outside development mode, as upstream NOMAD does.
+
+        Raises:
+            ConfigurationError: Not in development mode and no API secret is set (or it is
+                upstream's placeholder ``defaultApiSecret``); the message names the settings.
+        """
+        if self.development:
+            return
+        if not self.api_secret or self.api_secret == UPSTREAM_DEFAULT_API_SECRET:
+            what = (
+                "no API secret is set"
+                if not self.api_secret
+                else "the API secret is NOMAD's default"
+            )
+            raise ConfigurationError(
+                f"Outside NOMAD's development mode payloads must be encrypted, but {what}: set "
+                "services.api_secret in nomad.yaml (or NOMAD_SERVICES_API_SECRET, or "
+                "configure(api_secret=...)), or run in development mode (services.mode: "
+                "development, NOMAD_SERVICES_MODE=development)",
+                key="services.api_secret",
+            )
+
     @property
     def target_url(self) -> str:
         """``http://host:port``, or ``https://host:port`` when TLS or an API key is set."""
@@ -183,47 +212,73 @@ _lock = threading.Lock()
 _configured: ConnectionConfig | None = None
 
 
-def _env(name: str) -> str | None:
-    """Returns the environment variable, treating an empty value as unset."""
-    value = os.environ.get(name)
-    return value if value else None
-
-
-def _tls_from_env() -> TlsConfig | None:
+def _tls_from_settings(settings: NomadSettings) -> TlsConfig | None:
+    """TLS as upstream decides it: on when ``use_tls`` or any certificate/domain is set."""
+    temporal = settings.temporal
     values: dict[str, Any] = {}
-    for name, key in (
-        (ENV_TLS_CA, "server_root_ca_cert"),
-        (ENV_TLS_CERT, "client_cert"),
-        (ENV_TLS_KEY, "client_private_key"),
+    for key, value in (
+        ("tls_server_root_ca_cert", temporal.tls_server_root_ca_cert),
+        ("tls_client_cert", temporal.tls_client_cert),
+        (
+            "tls_client_key",
+            temporal.tls_client_key.get_secret_value() if temporal.tls_client_key else None,
+        ),
     ):
-        path = _env(name)
-        if path is not None:
-            try:
-                values[key] = _read(path)
-            except OSError as err:
-                raise ValueError(f"{name}: cannot read {path}: {err.strerror}") from None
-    if _env(ENV_TLS_SERVER_NAME):
-        values["domain"] = _env(ENV_TLS_SERVER_NAME)
-    flag = (_env(ENV_TLS) or "").lower()
-    if flag in ("0", "false", "no", "off") and values:
-        raise ValueError(f"{ENV_TLS}={flag} conflicts with the TLS certificate variables")
-    if values or flag in ("1", "true", "yes", "on"):
+        if value:
+            values[_TLS_FIELDS[key]] = read_pem(value, _setting_name(settings, f"temporal.{key}"))
+    if temporal.tls_domain:
+        values["domain"] = temporal.tls_domain
+    use_tls_set = "temporal.use_tls" in settings.sources
+    if use_tls_set and not temporal.use_tls and values:
+        raise ConfigurationError(
+            f"{_setting_name(settings, 'temporal.use_tls')}=false conflicts with the TLS "
+            "certificate settings",
+            key="temporal.use_tls",
+        )
+    if values or temporal.use_tls:
         return TlsConfig(**values)
     return None
 
 
-def _config_from_env() -> ConnectionConfig:
-    port_raw = _env(ENV_PORT)
-    port = DEFAULT_PORT if port_raw is None else _check_port(port_raw, ENV_PORT)
+_TLS_FIELDS = {
+    "tls_server_root_ca_cert": "server_root_ca_cert",
+    "tls_client_cert": "client_cert",
+    "tls_client_key": "client_private_key",
+}
+
+
+def _setting_name(settings: NomadSettings, key: str) -> str:
+    """How to name a setting in an error: the variable or file it came from, and the key."""
+    source = settings.source(key)
+    if source.startswith("env "):
+        return source.removeprefix("env ")
+    return f"{source}: {key}" if source != "default" else key
+
+
+def _config_from_settings(settings: NomadSettings) -> ConnectionConfig:
+    temporal = settings.temporal
+    port_source = settings.source("temporal.port")
+    port_value: Any = temporal.port
+    if port_source.startswith("env "):
+        # The variable's own text, so the error shows what the operator wrote.
+        port_value = os.environ.get(port_source.removeprefix("env "), temporal.port)
+    port = _check_port(port_value, _setting_name(settings, "temporal.port"))
+    secret = settings.services.api_secret
     return ConnectionConfig(
-        host=_env(ENV_HOST) or DEFAULT_HOST,
+        host=temporal.host or DEFAULT_HOST,
         port=port,
-        namespace=_env(ENV_NAMESPACE) or DEFAULT_NAMESPACE,
-        api_key=_env(ENV_API_KEY),
-        tls=_tls_from_env(),
-        api_secret=_env(ENV_API_SECRET),
-        development=(_env(ENV_MODE) or "").lower() == "development",
+        namespace=temporal.namespace or DEFAULT_NAMESPACE,
+        api_key=temporal.api_key.get_secret_value() if temporal.api_key else None,
+        tls=_tls_from_settings(settings),
+        api_secret=secret.get_secret_value() if secret else None,
+        development=settings.development,
     )
+
+
+def settings() -> NomadSettings:
+    """NOMAD's configuration (nomad.yaml + ``NOMAD_*`` variables); see
+    :func:`nomad_actions.settings.load_settings`."""
+    return load_settings()
 
 
 def get_config() -> ConnectionConfig:
@@ -238,7 +293,7 @@ def get_config() -> ConnectionConfig:
     """
     with _lock:
         configured = _configured
-    return configured if configured is not None else _config_from_env()
+    return configured if configured is not None else _config_from_settings(load_settings())
 
 
 def reset_config() -> None:

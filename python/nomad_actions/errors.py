@@ -18,6 +18,7 @@ __all__ = [
     "ActionLoadError",
     "ActionPermissionError",
     "AmbiguousActionError",
+    "ConfigurationError",
     "NomadActionsError",
     "PayloadError",
     "RPCError",
@@ -103,6 +104,19 @@ class PayloadError(NomadActionsError, ValueError):
 
 class ActionPermissionError(NomadActionsError, PermissionError):
     """The user may not run or see this action or workflow."""
+
+
+class ConfigurationError(NomadActionsError, ValueError):
+    """A setting is missing, malformed or unsafe (nomad.yaml, a NOMAD_* variable, a flag).
+
+    Attributes:
+        key: The setting concerned, e.g. ``temporal.port``, ``services.api_secret`` or the
+            file's path; None when not one setting.
+    """
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class TemporalConnectionError(NomadActionsError, ConnectionError):

@@ -31,7 +31,7 @@ from nomad_actions.errors import ActionLoadError, TemporalConnectionError, Worke
 from nomad_actions.registry import get_actions, get_broken_entry_points, load_action
 from nomad_actions.workflow_bridge import WorkflowBridge
 
-__all__ = ["Worker", "WorkerOptions", "resolve_task_queue"]
+__all__ = ["TunerOptions", "Worker", "WorkerOptions", "resolve_task_queue"]
 
 logger = logging.getLogger("nomad_actions.worker")
 
@@ -46,6 +46,26 @@ def resolve_task_queue(task_queue: TaskQueue | str) -> str:
     """Map 'cpu'/'gpu' (any case) to the NOMAD queue names; other names pass through."""
     name = task_queue_name(task_queue)
     return _QUEUE_ALIASES.get(name.lower(), name)
+
+
+@dataclass(frozen=True)
+class TunerOptions:
+    """Resource-based activity slots (sdk-core's tuner), as upstream NOMAD's workers use them
+    when ``max_concurrent_activities`` is not set. Python twin of the Rust ``TunerOptions``.
+
+    Attributes:
+        target_memory_usage: Fraction of the machine's memory to stay below (0 to 1].
+        target_cpu_usage: Fraction of the machine's CPU to stay below (0 to 1].
+        min_activity_slots: Slots handed out whatever the resource use.
+        max_activity_slots: Slots never exceeded.
+        activity_ramp_throttle_millis: Least time between two slots above the minimum.
+    """
+
+    target_memory_usage: float = 0.8
+    target_cpu_usage: float = 0.8
+    min_activity_slots: int = 1
+    max_activity_slots: int = 20
+    activity_ramp_throttle_millis: int = 200
 
 
 @dataclass(frozen=True)
@@ -65,6 +85,8 @@ class WorkerOptions:
     #: False: activities run only as local activities (temporalio's no_remote_activities).
     enable_remote_activities: bool = True
     build_id: str = field(default_factory=lambda: f"nomad-actions-{_core.__version__}")
+    health_address: str | None = None
+    tuner: TunerOptions | None = None
 
 
 def _seconds(value: float | timedelta) -> float:
@@ -195,7 +217,9 @@ class Worker:
         actions: actions (or action ids) to serve; default every discovered action whose
             task queue is this one, plus activities other actions register on it through
             `task_queue_activities`.
-        max_concurrent_activities: activity tasks run at once.
+        max_concurrent_activities: activity tasks run at once; None for sdk-core's
+            resource-based tuner (`tuner`, default `TunerOptions()`), as upstream NOMAD's
+            workers do when their `max_concurrent_activities` is unset.
         max_concurrent_workflow_tasks: workflow tasks processed at once.
         activity_threads: thread pool size for plain `def` activities.
         max_cached_workflows: workflow runs kept in memory (sticky cache); 0 replays every
@@ -220,10 +244,21 @@ class Worker:
             on this task queue count, and those that fail to import (their queue is unknown).
         no_remote_activities: poll no activity tasks from the server; the activities run
             only as local activities of this worker's workflows.
+        tuner: settings of the resource-based activity slots, used when
+            `max_concurrent_activities` is None.
+        health_address: `host:port` to serve `GET /health` at while running (200 `OK` while
+            both poll loops run and Python answers within 3 s, else 503 `UNHEALTHY`); None
+            for no endpoint.
+        metrics_bind_address: `host:port` to serve sdk-core's Prometheus metrics at (the
+            official worker's `temporal_*` names), for every worker of this process; set it
+            on the first worker a process starts.
 
     Raises:
         ActionLoadError: an action entry point for this queue is broken (and not
             `skip_broken`); the message names every broken entry point and why.
+        ConfigurationError: not in development mode and no API secret is set (with the
+            default data converter; payloads would travel unencrypted), or bad tuner or
+            metrics settings.
         ValueError: nothing to run on this queue.
 
     `run()` and `run_async()` wait for the server if it cannot be reached at startup: they
@@ -241,7 +276,7 @@ class Worker:
         task_queue: TaskQueue | str,
         actions: Sequence[Action | str] | None = None,
         *,
-        max_concurrent_activities: int = 100,
+        max_concurrent_activities: int | None = 100,
         max_concurrent_workflow_tasks: int = 100,
         activity_threads: int | None = None,
         max_cached_workflows: int = 1000,
@@ -260,6 +295,9 @@ class Worker:
         client: Any = None,
         skip_broken: bool = False,
         no_remote_activities: bool = False,
+        tuner: TunerOptions | None = None,
+        health_address: str | None = None,
+        metrics_bind_address: str | None = None,
     ) -> None:
         self.task_queue = resolve_task_queue(task_queue)
         extra: list[Callable[..., Any]] = []
@@ -278,6 +316,15 @@ class Worker:
                 "activity is registered for it"
             )
         self.config = config or get_config()
+        if data_converter is None:
+            # NOMAD's payloads: encrypted by the engine, or refused (a custom converter brings
+            # its own codec, as with temporalio's Worker).
+            self.config.require_payload_security()
+        if metrics_bind_address is not None:
+            self.metrics_address: str | None = _core.start_metrics_exporter(metrics_bind_address)
+            logger.info("Prometheus metrics at http://%s/metrics", self.metrics_address)
+        else:
+            self.metrics_address = None
         self.data_converter = data_converter
         self.graceful_shutdown_timeout = _seconds(graceful_shutdown_timeout)
         self.options = WorkerOptions(
@@ -285,7 +332,7 @@ class Worker:
             enable_workflows=bool(self.workflows),
             enable_activities=bool(self.activities),
             max_concurrent_workflow_tasks=max_concurrent_workflow_tasks,
-            max_concurrent_activities=max_concurrent_activities,
+            max_concurrent_activities=max_concurrent_activities or 0,
             max_cached_workflows=max_cached_workflows,
             graceful_shutdown_millis=int(self.graceful_shutdown_timeout * 1000),
             max_heartbeat_throttle_millis=int(_seconds(max_heartbeat_throttle_interval) * 1000),
@@ -294,6 +341,8 @@ class Worker:
             ),
             raw_payloads=not _is_fast_converter(data_converter),
             enable_remote_activities=not no_remote_activities,
+            health_address=health_address,
+            tuner=(tuner or TunerOptions()) if max_concurrent_activities is None else None,
         )
         runner = workflow_runner
         if runner is None and not sandboxed:
@@ -359,6 +408,11 @@ class Worker:
                 f"{self._pid} and cannot run in process {os.getpid()}, a fork of it: "
                 "create the Worker in the child process"
             )
+
+    @property
+    def health_address(self) -> str | None:
+        """The address `GET /health` is served at once running (`host:port`), or None."""
+        return self._ref.health_address if self._ref is not None else None
 
     def _log_start(self) -> None:
         for action in self.actions:

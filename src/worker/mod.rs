@@ -9,6 +9,7 @@
 //! the core worker is finalized.
 
 mod activities;
+mod health;
 mod python_threads;
 mod workflows;
 
@@ -19,9 +20,12 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use temporalio_common::worker::WorkerTaskTypes;
 use temporalio_sdk_core::{
-    PollerBehavior, Worker as CoreWorker, WorkerConfig, WorkerValidationError,
+    FixedSizeSlotSupplier, PollerBehavior, ResourceBasedTuner, ResourceSlotOptions, TunerBuilder,
+    Worker as CoreWorker, WorkerConfig, WorkerTuner, WorkerValidationError,
     WorkerVersioningStrategy,
 };
+
+use self::health::{HealthServer, HealthState};
 
 use crate::client::{ConnectionConfig, connection};
 use crate::codec::FernetCodec;
@@ -31,6 +35,9 @@ use crate::runtime::{call, core_runtime, runtime};
 /// Long polls kept open per task type: temporalio's default (5 each). More outstanding polls
 /// buy no throughput on one worker and make the server match more pollers.
 const MAX_POLLERS: usize = 5;
+
+/// After a poll loop failed, how much longer than the grace period core's shutdown may take.
+const SHUTDOWN_AFTER_ERROR_SLACK: Duration = Duration::from_secs(5);
 
 /// Worker settings; twin of the Python dataclass `worker.WorkerOptions`.
 #[derive(FromPyObject, Clone, Debug)]
@@ -50,6 +57,69 @@ pub struct WorkerOptions {
     /// False: activities run only as local activities (no activity task polling).
     pub enable_remote_activities: bool,
     pub build_id: String,
+    /// `host:port` to serve `GET /health` at while running, or None for no endpoint.
+    pub health_address: Option<String>,
+    /// Activity slots from sdk-core's resource-based tuner instead of the fixed
+    /// `max_concurrent_activities`, as upstream NOMAD's workers do when that is unset.
+    pub tuner: Option<TunerOptions>,
+}
+
+/// Settings of the resource-based activity slot tuner; twin of `worker.TunerOptions`
+/// (upstream's `WorkerConfig` fields of the same names).
+#[derive(FromPyObject, Clone, Debug)]
+pub struct TunerOptions {
+    /// Fraction of the machine's memory the tuner aims to stay below (0 to 1).
+    pub target_memory_usage: f64,
+    /// Fraction of the machine's CPU the tuner aims to stay below (0 to 1).
+    pub target_cpu_usage: f64,
+    /// Slots handed out whatever the resource use.
+    pub min_activity_slots: usize,
+    /// Slots never exceeded.
+    pub max_activity_slots: usize,
+    /// Least time between two slots above the minimum.
+    pub activity_ramp_throttle_millis: u64,
+}
+
+impl TunerOptions {
+    /// Workflow task slots stay fixed (`max_wft`): they run no plugin code that needs
+    /// resources, and our workflow bridge sizes its threads by them. Activities and local
+    /// activities share one resource controller, as in temporalio's resource-based tuner.
+    fn build(&self, max_wft: usize) -> Result<Arc<temporalio_sdk_core::TunerHolder>, EngineError> {
+        let check_fraction = |name: &str, value: f64| {
+            if value > 0.0 && value <= 1.0 {
+                Ok(())
+            } else {
+                Err(EngineError::Config(format!(
+                    "{name} must be a fraction above 0 and at most 1, got {value}"
+                )))
+            }
+        };
+        check_fraction("target_memory_usage", self.target_memory_usage)?;
+        check_fraction("target_cpu_usage", self.target_cpu_usage)?;
+        if self.max_activity_slots == 0 || self.min_activity_slots > self.max_activity_slots {
+            return Err(EngineError::Config(format!(
+                "activity slots: min_activity_slots ({}) must not exceed max_activity_slots \
+                 ({}), which must be at least 1",
+                self.min_activity_slots, self.max_activity_slots
+            )));
+        }
+        let mut resource_based =
+            ResourceBasedTuner::new(self.target_memory_usage, self.target_cpu_usage);
+        let slots = ResourceSlotOptions::new(
+            self.min_activity_slots,
+            self.max_activity_slots,
+            Duration::from_millis(self.activity_ramp_throttle_millis),
+        );
+        resource_based
+            .with_activity_slots_options(slots)
+            .with_local_activity_slots_options(slots);
+        let mut builder = TunerBuilder::default();
+        builder
+            .workflow_slot_supplier(Arc::new(FixedSizeSlotSupplier::new(max_wft)))
+            .activity_slot_supplier(resource_based.activity_task_slot_supplier())
+            .local_activity_slot_supplier(resource_based.local_activity_slot_supplier());
+        Ok(Arc::new(builder.build()))
+    }
 }
 
 impl WorkerOptions {
@@ -66,6 +136,13 @@ impl WorkerOptions {
         } else {
             self.max_concurrent_workflow_tasks.max(1)
         };
+        let (tuner, max_activities) = match &self.tuner {
+            Some(tuner) => (Some(tuner.build(max_wft)?), tuner.max_activity_slots),
+            None => (None, self.max_concurrent_activities.max(1)),
+        };
+        // A tuner and the fixed maxima exclude each other in core.
+        let tuned = tuner.is_some();
+        let fixed = |n: usize| if tuned { None } else { Some(n) };
         WorkerConfig::builder()
             .namespace(namespace)
             .task_queue(self.task_queue.clone())
@@ -75,14 +152,15 @@ impl WorkerOptions {
                 build_id: self.build_id.clone(),
             })
             .max_cached_workflows(self.max_cached_workflows)
-            .max_outstanding_workflow_tasks(max_wft)
-            .max_outstanding_activities(self.max_concurrent_activities.max(1))
-            .max_outstanding_local_activities(self.max_concurrent_activities.max(1))
+            .maybe_tuner(tuner.map(|t| t as Arc<dyn WorkerTuner + Send + Sync>))
+            .maybe_max_outstanding_workflow_tasks(fixed(max_wft))
+            .maybe_max_outstanding_activities(fixed(max_activities))
+            .maybe_max_outstanding_local_activities(fixed(max_activities))
             .workflow_task_poller_behavior(PollerBehavior::SimpleMaximum(
                 max_wft.clamp(2, MAX_POLLERS),
             ))
             .activity_task_poller_behavior(PollerBehavior::SimpleMaximum(
-                self.max_concurrent_activities.clamp(1, MAX_POLLERS),
+                max_activities.clamp(1, MAX_POLLERS),
             ))
             .graceful_shutdown_period(Duration::from_millis(self.graceful_shutdown_millis))
             .max_heartbeat_throttle_interval(Duration::from_millis(
@@ -107,6 +185,11 @@ pub(crate) struct Shared {
     pub(crate) namespace: String,
     /// Payload encryption, applied to activations, completions and activity tasks.
     pub(crate) codec: Option<FernetCodec>,
+    /// What `GET /health` reports.
+    health: Arc<HealthState>,
+    /// The health endpoint, from creation until this worker is dropped (so it reports 503
+    /// before the loops run and after they have ended, for as long as the worker lives).
+    health_server: Mutex<Option<HealthServer>>,
 }
 
 impl Shared {
@@ -168,6 +251,12 @@ async fn create(
             reason: format!("worker validation failed: {e}"),
         },
     })?;
+    // Served from here on (503 until the loops run), so a bad address fails the start.
+    let health = HealthState::new();
+    let health_server = match &options.health_address {
+        Some(address) => Some(health::serve(address, health.clone())?),
+        None => None,
+    };
     Ok(WorkerRef {
         shared: Arc::new(Shared {
             core: Mutex::new(Some(Arc::new(core))),
@@ -177,6 +266,8 @@ async fn create(
                 .as_deref()
                 .map(FernetCodec::from_secret),
             namespace: config.namespace,
+            health,
+            health_server: Mutex::new(health_server),
         }),
         pid: std::process::id(),
     })
@@ -191,8 +282,14 @@ async fn run(
     let core = shared
         .core()
         .ok_or_else(|| EngineError::Config("worker already ran".into()))?;
+    if shared.options.health_address.is_some() {
+        shared.health.start_pinging();
+    }
+    shared.health.set_polling(true);
     let stop_on_error = |core: Arc<CoreWorker>| {
+        let health = shared.health.clone();
         move |err: EngineError| {
+            health.set_polling(false);
             // One loop failing ends the other too: a half-working worker hides problems.
             core.initiate_shutdown();
             err
@@ -223,8 +320,29 @@ async fn run(
         }
     };
     let outcome = tokio::try_join!(wf, act);
+    shared.health.set_polling(false);
+    shared.health.stop_pinging();
+    if let Err(err) = outcome {
+        // After a fatal poll error core's other pollers keep retrying theirs (the client
+        // allows long polls a minute of "fatal" errors, again and again): its shutdown may
+        // never end. Give it the grace period, then report the error rather than hang.
+        let limit = Duration::from_millis(shared.options.graceful_shutdown_millis)
+            + SHUTDOWN_AFTER_ERROR_SLACK;
+        if tokio::time::timeout(limit, core.shutdown()).await.is_err() {
+            return Err(err);
+        }
+        drop(core);
+        finalize(&shared).await;
+        return Err(err);
+    }
     core.shutdown().await;
     drop(core);
+    finalize(&shared).await;
+    Ok(())
+}
+
+/// Finalize the core worker once the loops are done and core has shut down.
+async fn finalize(shared: &Shared) {
     let taken = shared.core.lock().unwrap_or_else(|p| p.into_inner()).take();
     if let Some(mut core) = taken {
         // Completions still in flight hold clones for a moment; finalize needs the only one.
@@ -241,7 +359,6 @@ async fn run(
             }
         }
     }
-    outcome.map(|_| ())
 }
 
 fn bridge_clone(bridge: &Py<PyAny>) -> Py<PyAny> {
@@ -289,6 +406,7 @@ impl WorkerRef {
             // Nothing of it runs in this process, so there is nothing to stop.
             return;
         }
+        self.shared.health.set_draining();
         if let Some(core) = self.shared.core() {
             // Core spawns the ShutdownWorker RPC, so this needs the runtime's context.
             let _guard = runtime().enter();
@@ -343,5 +461,16 @@ impl WorkerRef {
     #[getter]
     fn namespace(&self) -> String {
         self.shared.namespace.clone()
+    }
+
+    /// The address the health endpoint is bound to (`host:port`), or None.
+    #[getter]
+    fn health_address(&self) -> Option<String> {
+        let server = self
+            .shared
+            .health_server
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        server.as_ref().map(|s| s.address.to_string())
     }
 }

@@ -9,6 +9,7 @@ Files in ``marker_dir`` (written atomically: temporary file, then rename):
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
 import os
 import time
@@ -51,6 +52,9 @@ def sleep_work(data: SleepInput) -> str:
     """Sleep ``data.seconds`` in a pool thread (in short steps, so a cancel gets through)."""
     write_marker(data.marker_dir, data.tag, "started")
     deadline = time.monotonic() + data.seconds
+    if data.hold_gil:
+        # Through PyDLL, libc's sleep runs without releasing the GIL: a stuck C extension.
+        ctypes.PyDLL(None).sleep(round(data.seconds))
     while (left := deadline - time.monotonic()) > 0:
         time.sleep(min(0.05, left))
     write_marker(data.marker_dir, data.tag, "finished")

@@ -31,3 +31,5 @@ class SleepInput(BaseModel):
     marker_dir: str
     seconds: float
     value: str = ""
+    #: Sleep in one C call that keeps the GIL (no other Python thread runs meanwhile).
+    hold_gil: bool = False
