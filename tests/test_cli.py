@@ -18,6 +18,7 @@ import nomad_actions.worker
 from nomad_actions import TaskQueue, TemporalConnectionError, __version__, get_config
 from nomad_actions.cli import main
 from nomad_actions.config import reset_config
+from nomad_actions.worker import TunerOptions
 
 
 @pytest.fixture(autouse=True)
@@ -78,10 +79,20 @@ def test_defaults_mirror_the_worker(fake_worker: type[FakeWorker]) -> None:
     [worker] = fake_worker.instances
     kwargs = dict(worker.kwargs)
     assert kwargs.pop("config") == get_config()
+    # Slots and threads follow upstream's cpu_worker block (issue 12): no fixed activity
+    # maximum, so the resource-based tuner with min = pool_size (12) and max 20.
+    assert kwargs.pop("tuner") == TunerOptions(
+        target_memory_usage=0.8,
+        target_cpu_usage=0.8,
+        min_activity_slots=12,
+        max_activity_slots=20,
+        activity_ramp_throttle_millis=200,
+    )
     assert kwargs == {
-        "max_concurrent_activities": 100,
+        "max_concurrent_activities": None,
         "max_concurrent_workflow_tasks": 100,
-        "activity_threads": None,
+        "activity_threads": 12,
+        "metrics_bind_address": None,
         "max_cached_workflows": 1000,
         "graceful_shutdown_timeout": 10.0,
         "sandboxed": True,
