@@ -119,3 +119,60 @@ def test_since_and_bad_since(temporal: DevServer) -> None:
     out = replay(temporal, "--since", "soon")
     assert out.returncode == 2
     assert "expected an age like 30m, 2h, 7d or an ISO time" in out.stderr
+
+
+def test_encrypted_history_is_decrypted_with_the_api_secret(temporal: DevServer) -> None:
+    """A waiter started with upstream NOMAD's Fernet codec and run by our worker with the
+    same secret: replay decrypts its history with the secret (and fails, naming the codec,
+    with another one)."""
+    import asyncio
+    import dataclasses
+
+    from temporalio.client import Client
+    from temporalio.contrib.pydantic import pydantic_data_converter
+
+    from nomad_actions.config import ConnectionConfig
+    from nomad_actions.worker import Worker
+
+    from .test_encryption import ReferenceCodec
+
+    secret, other_secret = "replay-test-secret", "another-deployment-secret"
+
+    queue = f"replay-encrypted-{uuid.uuid4().hex[:6]}"
+    config = ConnectionConfig(host=temporal.host, port=temporal.port, api_secret=secret)
+    wid = f"replay-encrypted-{uuid.uuid4()}"
+
+    async def start() -> None:
+        converter = dataclasses.replace(
+            pydantic_data_converter, payload_codec=ReferenceCodec(secret)
+        )
+        client = await Client.connect(temporal.address, data_converter=converter)
+        await client.start_workflow(
+            "WaiterWorkflow", {"user_id": "enc", "seconds": 300}, id=wid, task_queue=queue
+        )
+
+    def run(secret: str) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NOMAD_")}
+        env.update(NOMAD_SERVICES_MODE="production", NOMAD_SERVICES_API_SECRET=secret)
+        return subprocess.run(
+            [sys.executable, "-m", "nomad_actions", "replay", "--host", temporal.host,
+             "--port", str(temporal.port), "-w", wid],
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    with Worker(queue, actions=[WAITER], config=config):
+        asyncio.run(start())
+        try:
+            wait_until(
+                lambda: "EVENT_TYPE_TIMER_STARTED" in _event_types(temporal, wid),
+                "the encrypted waiter to wait",
+                timeout=60,
+            )
+            ok = run(secret)
+            assert ok.returncode == 0, ok.stdout + ok.stderr
+            assert f"ok    {wid} (WaiterWorkflow)" in ok.stdout
+            wrong = run(other_secret)
+            assert wrong.returncode == 1, wrong.stdout + wrong.stderr
+            assert wid in wrong.stderr and "could not decrypt" in wrong.stderr
+        finally:
+            terminate_action(wid)
