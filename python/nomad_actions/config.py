@@ -23,6 +23,7 @@ from typing import Any
 __all__ = [
     "ConnectionConfig",
     "TaskQueue",
+    "actions_dir",
     "TlsConfig",
     "configure",
     "get_config",
@@ -46,6 +47,11 @@ ENV_TLS_KEY = "NOMAD_TEMPORAL_TLS_CLIENT_KEY"
 ENV_TLS_SERVER_NAME = "NOMAD_TEMPORAL_TLS_SERVER_NAME"
 ENV_API_SECRET = "NOMAD_SERVICES_API_SECRET"
 ENV_MODE = "NOMAD_SERVICES_MODE"
+ENV_PAYLOAD_CODEC_KEY = "NOMAD_TEMPORAL_PAYLOAD_CODEC_KEY"
+ENV_PAYLOAD_CODEC_KEY_ID = "NOMAD_TEMPORAL_PAYLOAD_CODEC_KEY_ID"
+ENV_FS_ACTIONS = "NOMAD_FS_ACTIONS"
+DEFAULT_PAYLOAD_CODEC_KEY_ID = "default"
+DEFAULT_FS_ACTIONS = ".volumes/fs/actions"
 
 
 class TaskQueue(str, Enum):
@@ -125,6 +131,11 @@ class ConnectionConfig:
         api_secret: NOMAD API secret; payloads are encrypted with it (upstream NOMAD's
             Fernet codec) unless ``development`` is set.
         development: NOMAD development mode: payloads travel as plain JSON.
+        payload_codec_key: upstream 2.0's ``temporal.payload_codec_key``: when set, payloads
+            are encrypted with it (also in development mode) and carry
+            ``payload_codec_key_id`` in their ``encryption-key-id`` metadata.
+        payload_codec_key_id: the id written with, and expected on, payloads encrypted
+            with ``payload_codec_key``.
     """
 
     host: str = DEFAULT_HOST
@@ -136,11 +147,21 @@ class ConnectionConfig:
     identity: str = field(default_factory=_default_identity)
     api_secret: str | None = field(default=None, repr=False)
     development: bool = False
+    payload_codec_key: str | None = field(default=None, repr=False)
+    payload_codec_key_id: str = DEFAULT_PAYLOAD_CODEC_KEY_ID
 
     @property
     def payload_secret(self) -> str | None:
-        """The secret payloads are encrypted with, or None when they travel in plain JSON."""
-        return None if self.development or not self.api_secret else self.api_secret
+        """The API secret the payload codec keys with, or None.
+
+        Outside development mode payloads are encrypted with it (or with
+        ``payload_codec_key`` when set), as upstream NOMAD. In development mode it is None
+        unless a ``payload_codec_key`` turns the codec on, where it still decrypts payloads
+        written without a key id.
+        """
+        if not self.api_secret or (self.development and not self.payload_codec_key):
+            return None
+        return self.api_secret
 
     def __post_init__(self) -> None:
         if self.api_key and self.tls is None:
@@ -213,7 +234,21 @@ def _config_from_env() -> ConnectionConfig:
         tls=_tls_from_env(),
         api_secret=_env(ENV_API_SECRET),
         development=(_env(ENV_MODE) or "").lower() == "development",
+        payload_codec_key=_env(ENV_PAYLOAD_CODEC_KEY),
+        payload_codec_key_id=_env(ENV_PAYLOAD_CODEC_KEY_ID) or DEFAULT_PAYLOAD_CODEC_KEY_ID,
     )
+
+
+def actions_dir() -> Path:
+    """Returns upstream NOMAD's ``fs.actions`` directory, where action runs keep their files.
+
+    Read from ``NOMAD_FS_ACTIONS`` each call; default ``.volumes/fs/actions`` (relative to
+    the working directory, as upstream). Not created here.
+
+    Returns:
+        The directory as an absolute path.
+    """
+    return Path(_env(ENV_FS_ACTIONS) or DEFAULT_FS_ACTIONS).expanduser().absolute()
 
 
 def get_config() -> ConnectionConfig:
@@ -278,6 +313,8 @@ def configure(
     tls_server_name: str | None = None,
     api_secret: str | None = None,
     development: bool | None = None,
+    payload_codec_key: str | None = None,
+    payload_codec_key_id: str | None = None,
 ) -> ConnectionConfig:
     """Changes the connection settings used from now on.
 
@@ -299,6 +336,9 @@ def configure(
         tls_server_name: Server name to verify; implies TLS.
         api_secret: NOMAD API secret for payload encryption; an empty string removes it.
         development: True for NOMAD development mode (no payload encryption).
+        payload_codec_key: upstream 2.0's payload codec key (encrypts payloads, also in
+            development mode); an empty string removes it.
+        payload_codec_key_id: the key id written with payloads encrypted with it.
 
     Returns:
         The new settings.
@@ -322,6 +362,12 @@ def configure(
         changes["api_secret"] = api_secret or None
     if development is not None:
         changes["development"] = bool(development)
+    if payload_codec_key is not None:
+        changes["payload_codec_key"] = payload_codec_key or None
+    if payload_codec_key_id is not None:
+        if not payload_codec_key_id:
+            raise ValueError("payload_codec_key_id must not be empty")
+        changes["payload_codec_key_id"] = payload_codec_key_id
     if connect_timeout is not None:
         if not connect_timeout > 0:
             raise ValueError(f"connect_timeout must be positive seconds, got {connect_timeout!r}")

@@ -16,11 +16,14 @@ __all__ = [
     "ActionFailedError",
     "ActionInputError",
     "ActionLoadError",
+    "ActionNotFoundError",
+    "ActionNotRunningError",
     "ActionPermissionError",
     "AmbiguousActionError",
     "NomadActionsError",
     "PayloadError",
     "RPCError",
+    "SignalInputNotFoundError",
     "TemporalConnectionError",
     "UnknownActionError",
     "WorkflowAlreadyStartedError",
@@ -102,6 +105,22 @@ class PayloadError(NomadActionsError, ValueError):
 
 class ActionPermissionError(NomadActionsError, PermissionError):
     """The user may not run or see this action or workflow."""
+
+
+class ActionNotFoundError(NomadActionsError, LookupError):
+    """``nomad_actions.manager``: the action does not exist or belongs to another user.
+
+    Upstream NOMAD 2.0 does not tell the two apart either.
+    """
+
+
+class ActionNotRunningError(NomadActionsError):
+    """``nomad_actions.manager``: the operation needs a running action ("Action is not
+    running.", as upstream NOMAD 2.0)."""
+
+
+class SignalInputNotFoundError(NomadActionsError, LookupError):
+    """``submit_signal_input``: the action has no pending input request for that signal."""
 
 
 class TemporalConnectionError(NomadActionsError, ConnectionError):
