@@ -135,6 +135,10 @@ def _actions_for_queue(
                 )
             continue
         if on_queue:
+            refusal = _nexus_refusal(action)
+            if refusal:
+                broken[action_id] = refusal
+                continue
             actions.append(action)
         for other_queue, activities in (action.task_queue_activities or {}).items():
             if resolve_task_queue(other_queue) == queue:
@@ -147,11 +151,32 @@ def _given_actions(actions: Sequence[Action | str]) -> tuple[list[Action], dict[
     loaded: list[Action] = []
     broken: dict[str, str] = {}
     for item in actions:
+        label = item if isinstance(item, str) else repr(item)
         try:
-            loaded.append(load_action(item) if isinstance(item, str) else as_action(item))
+            action = load_action(item) if isinstance(item, str) else as_action(item)
         except Exception as err:
-            broken[item if isinstance(item, str) else repr(item)] = _reason(err)
+            broken[label] = _reason(err)
+            continue
+        refusal = _nexus_refusal(action)
+        if refusal:
+            broken[label] = refusal
+        else:
+            loaded.append(action)
     return loaded, broken
+
+
+def _nexus_refusal(action: Action) -> str | None:
+    """Why the worker cannot run ``action``, when it has Nexus service handlers: sdk-core
+    0.10.1 can poll Nexus tasks, but this engine has no Nexus handler bridge, and serving the
+    action without them would leave its Nexus operations unanswered."""
+    handlers = getattr(action, "nexus_service_handlers", None) or []
+    if not handlers:
+        return None
+    names = ", ".join(sorted({type(h).__name__ for h in handlers}))
+    return (
+        f"it has nexus_service_handlers ({names}), which nomad-actions' worker does not run; "
+        "run this action on the official temporalio worker"
+    )
 
 
 def _handle_broken(queue: str, broken: dict[str, str], skip_broken: bool) -> None:
