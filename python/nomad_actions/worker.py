@@ -228,7 +228,8 @@ class Worker:
         config: where to connect; default `nomad_actions.get_config()`.
         data_converter: a custom temporalio `DataConverter` (Python path); default the
             Pydantic JSON converter, decoded in Rust.
-        interceptors: temporalio worker interceptors (workflow side).
+        interceptors: temporalio worker interceptors: their workflow interceptor classes
+            and their ``intercept_activity`` chains, run for every activity.
         deadlock_timeout: seconds a workflow activation may run without yielding; None
             disables detection.
         workflows, activities: extra workflow classes / activity functions to register.
@@ -341,6 +342,7 @@ class Worker:
                 heartbeat=self._record_heartbeat,
                 data_converter=None if not self.options.raw_payloads else data_converter,
                 client=client,
+                interceptors=interceptors,
                 **bridge_kwargs,
             )
             if self.activities
@@ -353,6 +355,19 @@ class Worker:
         self._drain_thread: threading.Thread | None = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+
+    def run_on_activity_loop(self, fn: Callable[[], Any], timeout: float = 60.0) -> Any:
+        """Runs ``fn()`` (a coroutine function) on the activities' event loop before
+        `run()`, for clients that bind to it (upstream NOMAD's ``init_async_mongo``).
+
+        Returns None without running it when the worker has no activities.
+
+        Raises:
+            TimeoutError: It took longer than ``timeout`` seconds.
+        """
+        if self._activity_bridge is None:
+            return None
+        return self._activity_bridge.run_coroutine(fn(), timeout)
 
     # -- callbacks from the activity bridge (any thread) --------------------------------
 
