@@ -20,6 +20,8 @@ pub mod _core {
     #[pymodule_export]
     use crate::client::{ClientRef, connection_count, unix_time};
     #[pymodule_export]
+    use crate::codec::PayloadCodecRef;
+    #[pymodule_export]
     use crate::worker::WorkerRef;
 
     #[pymodule_init]
