@@ -78,6 +78,10 @@ def test_defaults_mirror_the_worker(fake_worker: type[FakeWorker]) -> None:
     [worker] = fake_worker.instances
     kwargs = dict(worker.kwargs)
     assert kwargs.pop("config") == get_config()
+    # Without nomad-lab: our action-log interceptor and no extra activities (test_action_logs).
+    [interceptor] = kwargs.pop("interceptors")
+    assert type(interceptor).__name__ == "ActionLogInterceptor"
+    assert kwargs.pop("activities") == []
     assert kwargs == {
         "max_concurrent_activities": 100,
         "max_concurrent_workflow_tasks": 100,
