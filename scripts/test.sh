@@ -43,4 +43,5 @@ if ! "$NOMAD_VENV/bin/python" -c 'import importlib.metadata as m; assert m.versi
 fi
 # Same target/ as above: only the install step differs.
 VIRTUAL_ENV="$PWD/$NOMAD_VENV" PATH="$PWD/$NOMAD_VENV/bin:$PATH" "$VENV/bin/maturin" develop --quiet
+"$NOMAD_VENV/bin/python" -m pip install --quiet --no-deps -e tests/nomad20/plugin
 PATH="$PWD/$NOMAD_VENV/bin:$PATH" "$NOMAD_VENV/bin/python" -m pytest tests/nomad20

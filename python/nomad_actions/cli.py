@@ -1651,6 +1651,9 @@ def _run_worker(args: argparse.Namespace) -> int:
         setup = prepare_worker(queue, nomad_setup=not args.no_nomad_setup, config=config)
     except NomadSetupError as err:
         raise CommandError(str(err), EXIT_FAILURE) from None
+    # Importing nomad sets every root handler to its console_log_level (WARNING); --log-level
+    # governs ours.
+    _setup_logging(args.log_level)
     try:
         worker = Worker(
             queue,

@@ -108,7 +108,7 @@ def prepare_worker(
     if task_queue != TaskQueue.NOMAD_INTERNAL_WORKFLOWS.value:
         setup.activities.append(request_signal_input_activity)
     if not nomad_setup:
-        logger.info("Skipping NOMAD's worker setup (MongoDB, Elasticsearch, parsers)")
+        logger.warning("Skipping NOMAD's worker setup (MongoDB, Elasticsearch, parsers)")
         return setup
     logger.info("NOMAD worker setup: %s", _where())
     try:
