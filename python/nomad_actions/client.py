@@ -64,6 +64,8 @@ __all__ = [
 #: Memo keys under which the owner and the action are recorded on each workflow.
 MEMO_USER_ID = "nomad_user_id"
 MEMO_ACTION_ID = "nomad_action_id"
+#: Memo key of the input's ``upload_id``, when it has one (``manager.list_user_actions``).
+MEMO_UPLOAD_ID = "nomad_upload_id"
 
 T = TypeVar("T")
 # A native call: given `blocking`, returns the value (True) or an awaitable (False).
@@ -87,10 +89,16 @@ def _explained(err: PayloadError) -> PayloadError | None:
 
 
 def _sync(op: Op[T]) -> T:
+    # A native call's error is thrown into the op, so an op can handle it (manager.py does).
     try:
         call = next(op)
         while True:
-            call = op.send(call(True))
+            try:
+                value = call(True)
+            except Exception as err:
+                call = op.throw(err)
+            else:
+                call = op.send(value)
     except StopIteration as stop:
         return stop.value
     except PayloadError as err:
@@ -104,7 +112,12 @@ async def _async(op: Op[T]) -> T:
     try:
         call = next(op)
         while True:
-            call = op.send(await call(False))
+            try:
+                value = await call(False)
+            except Exception as err:
+                call = op.throw(err)
+            else:
+                call = op.send(value)
     except StopIteration as stop:
         return stop.value
     except PayloadError as err:
@@ -165,9 +178,13 @@ def _validate_input(action_id: str, tp: Any, data: Any) -> Any:
         ) from None
 
 
-def _user_id_of(data: Any) -> str | None:
-    value = data.get("user_id") if isinstance(data, dict) else getattr(data, "user_id", None)
+def _field_of(data: Any, name: str) -> str | None:
+    value = data.get(name) if isinstance(data, dict) else getattr(data, name, None)
     return None if value is None else str(value)
+
+
+def _user_id_of(data: Any) -> str | None:
+    return _field_of(data, "user_id")
 
 
 def _check_may_start(
@@ -213,13 +230,29 @@ def _prepare_start(
     except (ValueError, TypeError) as err:
         # Pydantic refuses values with no JSON form (too deep, undecodable bytes, ...).
         raise ActionInputError(f'Input for action "{aid}" cannot be sent as JSON: {err}') from None
+    memo = {MEMO_USER_ID: user_id, MEMO_ACTION_ID: aid}
+    upload_id = _field_of(validated, "upload_id")
+    if upload_id:
+        memo[MEMO_UPLOAD_ID] = upload_id
     return {
         "workflow_id": workflow_id or f"{aid}-{user_id}-{uuid.uuid4()}",
         "workflow_type": action.workflow_name,
         "task_queue": getattr(queue, "value", queue),
         "args": args,
-        "memo": {MEMO_USER_ID: user_id, MEMO_ACTION_ID: aid},
+        "memo": memo,
+        "priority": _priority(entry_point, user_id),
     }
+
+
+def _priority(entry_point: Any, user_id: str) -> tuple[int, str] | None:
+    """Temporal's Priority from the entry point, as upstream NOMAD 2.0 sends it: the
+    entry point's ``priority_key`` (1 highest .. 5), and the user id as fairness key when
+    ``priority_fairness_key == 'user_id'``; None when the entry point sets neither."""
+    key = getattr(entry_point, "priority_key", None)
+    fairness = getattr(entry_point, "priority_fairness_key", None)
+    if key is None and fairness is None:
+        return None
+    return int(key or 0), user_id if fairness == "user_id" else ""
 
 
 def _start(
