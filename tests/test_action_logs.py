@@ -91,7 +91,7 @@ def test_activity_logs_of_an_action_and_its_child_land_in_the_roots_file(
     server: DevServer, fs_actions: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    config = ConnectionConfig(host=server.host, port=server.port)
+    config = ConnectionConfig(host=server.host, port=server.port, development=True)
     interceptor = install_action_logging(config)
     queue = f"action-logs-{uuid.uuid4().hex[:6]}"
     wid = f"action-logs-{uuid.uuid4().hex[:8]}"
