@@ -153,7 +153,7 @@ def test_our_worker_runs_the_chain(server: DevServer) -> None:
             actions=[],
             workflows=[InterceptedWorkflow],
             activities=[shout_sync, shout_async],
-            config=ConnectionConfig(host=server.host, port=server.port),
+            config=ConnectionConfig(host=server.host, port=server.port, development=True),
             interceptors=[recorder],
             sandboxed=False,
         )
@@ -201,7 +201,7 @@ def test_a_failing_interceptor_fails_the_activity(server: DevServer) -> None:
             actions=[],
             workflows=[InterceptedWorkflow],
             activities=[shout_sync, shout_async],
-            config=ConnectionConfig(host=server.host, port=server.port),
+            config=ConnectionConfig(host=server.host, port=server.port, development=True),
             interceptors=[Refuser()],
             sandboxed=False,
         )
