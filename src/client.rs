@@ -16,7 +16,7 @@ use temporalio_client::{
     ClientTlsOptions, Connection, ConnectionOptions, RetryOptions, TlsOptions,
 };
 use temporalio_common::protos::temporal::api::common::v1::{
-    Memo, SearchAttributes, WorkflowExecution, WorkflowType,
+    Memo, Priority, SearchAttributes, WorkflowExecution, WorkflowType,
 };
 use temporalio_common::protos::temporal::api::enums::v1::{HistoryEventFilterType, TaskQueueKind};
 use temporalio_common::protos::temporal::api::failure::v1::{Failure, failure::FailureInfo};
@@ -64,6 +64,10 @@ pub struct ConnectionConfig {
     pub payload_secret: Option<String>,
     /// Bound on one client call (not on waiting for a result), see [`bounded`].
     pub rpc_timeout_millis: u64,
+    /// NOMAD 2.0's `temporal.payload_codec_key` (encrypts payloads, with its key id).
+    pub payload_codec_key: Option<String>,
+    /// The `encryption-key-id` written with payloads encrypted with `payload_codec_key`.
+    pub payload_codec_key_id: String,
 }
 
 impl ConnectionConfig {
@@ -79,6 +83,8 @@ impl ConnectionConfig {
             identity: format!("{}@nomad-actions", std::process::id()),
             payload_secret: None,
             rpc_timeout_millis: 10_000,
+            payload_codec_key: None,
+            payload_codec_key_id: "default".to_string(),
         }
     }
 
@@ -243,6 +249,8 @@ pub struct StartRequest {
     pub memo: HashMap<String, Json>,
     /// Keyword search attributes (owner, action, upload), see [`keyword_search_attributes`].
     pub search_attributes: HashMap<String, String>,
+    /// Temporal's `Priority` (key 1-5, fairness key); None leaves the server's default.
+    pub priority: Option<(i32, String)>,
 }
 
 // Written out rather than derived: the derive wraps every field error in a TypeError
@@ -262,6 +270,10 @@ impl<'a, 'py> FromPyObject<'a, 'py> for StartRequest {
             search_attributes: match obj.get_item("search_attributes") {
                 Ok(value) if !value.is_none() => value.extract()?,
                 _ => HashMap::new(),
+            },
+            priority: match obj.get_item("priority") {
+                Ok(p) if !p.is_none() => Some(p.extract()?),
+                _ => None,
             },
         })
     }
@@ -347,6 +359,8 @@ pub struct Execution {
     pub history_length: i64,
     pub memo: HashMap<String, Json>,
     pub pending_activities: Vec<PendingActivity>,
+    /// The workflow id of the root of its parent chain (itself when it has no parent).
+    pub root_workflow_id: String,
 }
 
 /// The client for one configuration. Cheap to create: the connection is shared and lazy.
@@ -359,10 +373,7 @@ pub struct Client {
 impl Client {
     /// A client for `config`; the connection itself is opened lazily and shared.
     pub fn new(config: ConnectionConfig) -> Self {
-        let codec = config
-            .payload_secret
-            .as_deref()
-            .map(FernetCodec::from_secret);
+        let codec = FernetCodec::for_config(&config);
         Client { config, codec }
     }
 
@@ -401,6 +412,11 @@ impl Client {
             request_id: uuid::Uuid::new_v4().to_string(),
             memo: Some(memo),
             search_attributes: keyword_search_attributes(&req.search_attributes),
+            priority: req.priority.map(|(priority_key, fairness_key)| Priority {
+                priority_key,
+                fairness_key,
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let mut svc = self.conn().await?.workflow_service();
@@ -465,6 +481,12 @@ impl Client {
                 last_failure: a.last_failure.as_ref().map(|f| f.message.clone()),
             })
             .collect();
+        let root_workflow_id = info
+            .root_execution
+            .as_ref()
+            .map(|e| e.workflow_id.clone())
+            .filter(|id| !id.is_empty())
+            .unwrap_or_else(|| execution.workflow_id.clone());
         Ok(Execution {
             workflow_id: execution.workflow_id,
             run_id: execution.run_id,
@@ -480,6 +502,7 @@ impl Client {
             history_length: info.history_length,
             memo: memo_values(info.memo.as_ref()),
             pending_activities,
+            root_workflow_id,
         })
     }
 
@@ -762,6 +785,11 @@ impl Client {
                     continue;
                 }
                 let execution = info.execution.unwrap_or_default();
+                let root_workflow_id = info
+                    .root_execution
+                    .map(|e| e.workflow_id)
+                    .filter(|id| !id.is_empty())
+                    .unwrap_or_else(|| execution.workflow_id.clone());
                 out.push(Execution {
                     workflow_id: execution.workflow_id,
                     run_id: execution.run_id,
@@ -773,6 +801,7 @@ impl Client {
                     history_length: info.history_length,
                     memo,
                     pending_activities: Vec::new(),
+                    root_workflow_id,
                 });
                 if out.len() >= limit {
                     return Ok(out);
@@ -817,7 +846,13 @@ fn execution_of(
     info: temporalio_common::protos::temporal::api::workflow::v1::WorkflowExecutionInfo,
 ) -> Execution {
     let execution = info.execution.unwrap_or_default();
+    let root_workflow_id = info
+        .root_execution
+        .map(|e| e.workflow_id)
+        .filter(|id| !id.is_empty())
+        .unwrap_or_else(|| execution.workflow_id.clone());
     Execution {
+        root_workflow_id,
         workflow_id: execution.workflow_id,
         run_id: execution.run_id,
         workflow_type: info.r#type.map(|t| t.name).unwrap_or_default(),

@@ -1,26 +1,34 @@
 //! The payload codec: upstream NOMAD's Fernet encryption, applied at the edges only.
 //!
-//! Byte-compatible with NOMAD's Python codec: the key is
-//! `urlsafe_b64encode((b'\0' * max(32 - len(secret), 0) + secret.encode())[:32])` of the NOMAD
-//! API secret; every payload becomes `Payload(metadata={'encoding': b'binary/encrypted'},
-//! data=fernet.encrypt(original.SerializeToString()))`. Decoding leaves payloads with any
-//! other encoding untouched, so plain payloads from development setups still read.
+//! Byte-compatible with NOMAD 2.0's Python codec (`nomad/actions/_codec.py`): a key is
+//! `urlsafe_b64encode((b'\0' * max(32 - len(b), 0) + b)[:32])` with `b = secret.encode()`;
+//! every payload becomes `Payload(metadata={'encoding': b'binary/encrypted'},
+//! data=fernet.encrypt(original.SerializeToString()))`. With `temporal.payload_codec_key` set,
+//! payloads are encrypted with that key and carry `encryption-key-id` = `payload_codec_key_id`;
+//! payloads without a key id are the NOMAD API secret's. Decoding leaves payloads with any other
+//! encoding untouched, so plain payloads from development setups still read.
 
 use std::sync::Arc;
 
 use base64::Engine;
 use futures::future::BoxFuture;
 use prost::Message;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
 use temporalio_common::data_converters::{
     PayloadCodec, PayloadConversionError, SerializationContextData,
 };
 use temporalio_common::payload_visitor::{PayloadVisitable, decode_payloads, encode_payloads};
 use temporalio_common::protos::temporal::api::common::v1::Payload;
 
+use crate::client::ConnectionConfig;
+use crate::errors::EngineError;
 use crate::payload::ENCODING_KEY;
 
 /// Encoding of an encrypted payload.
 pub const BINARY_ENCRYPTED: &[u8] = b"binary/encrypted";
+/// Metadata key naming the codec key an encrypted payload was made with (NOMAD 2.0).
+pub const KEY_ID_METADATA: &str = "encryption-key-id";
 
 /// Why a payload could not be decoded.
 #[derive(Debug, thiserror::Error)]
@@ -30,16 +38,38 @@ pub enum CodecError {
          secret differs from the one that encrypted it, or the data is corrupt"
     )]
     WrongKey,
+    #[error(
+        "payload codec (Fernet, binary/encrypted) could not decrypt a payload with key ID \
+         '{0}': temporal.payload_codec_key differs from the one that encrypted it, or the data \
+         is corrupt"
+    )]
+    WrongCodecKey(String),
+    #[error("No Temporal payload codec key configured for key ID '{0}'")]
+    UnknownKeyId(String),
+    #[error(
+        "payload codec (Fernet, binary/encrypted): a payload without encryption-key-id needs the \
+         NOMAD API secret (services.api_secret, NOMAD_SERVICES_API_SECRET), which is not set"
+    )]
+    NoSecret,
     #[error("payload codec (Fernet, binary/encrypted): decrypted data is not a Payload: {0}")]
     NotAPayload(#[from] prost::DecodeError),
     #[error("payload codec (Fernet, binary/encrypted): {0}")]
     Other(String),
 }
 
-/// Fernet encryption keyed by the NOMAD API secret.
+/// The keys of the NOMAD API secret: 2.0's derivation, and 1.4.0's where it differs.
+#[derive(Clone)]
+struct SecretKeys {
+    current: Arc<fernet::Fernet>,
+    legacy: Option<Arc<fernet::Fernet>>,
+}
+
+/// Fernet encryption keyed by the NOMAD API secret and, when set, by
+/// `temporal.payload_codec_key` (with its key id).
 #[derive(Clone)]
 pub struct FernetCodec {
-    fernet: Arc<fernet::Fernet>,
+    secret: Option<SecretKeys>,
+    codec_key: Option<(String, Arc<fernet::Fernet>)>,
 }
 
 impl std::fmt::Debug for FernetCodec {
@@ -48,32 +78,80 @@ impl std::fmt::Debug for FernetCodec {
     }
 }
 
-/// Upstream's key derivation: left-pad the secret with NUL bytes to 32 (counting its
-/// characters, as Python's `len(str)` does), keep the first 32 bytes, base64url-encode.
-pub fn key_from_secret(secret: &str) -> String {
-    let pad = 32usize.saturating_sub(secret.chars().count());
-    let mut raw = vec![0u8; pad];
-    raw.extend_from_slice(secret.as_bytes());
+fn key_from_bytes(raw_secret: &[u8], pad_to: usize) -> String {
+    let mut raw = vec![0u8; 32usize.saturating_sub(pad_to)];
+    raw.extend_from_slice(raw_secret);
     raw.truncate(32);
     base64::engine::general_purpose::URL_SAFE.encode(raw)
 }
 
+/// NOMAD 2.0's key derivation: left-pad the secret's UTF-8 bytes with NUL bytes to 32, keep
+/// the first 32 bytes, base64url-encode.
+pub fn key_from_secret(secret: &str) -> String {
+    key_from_bytes(secret.as_bytes(), secret.len())
+}
+
+/// NOMAD 1.4.0's derivation: the padding counts characters (Python's `len(str)`), so it
+/// differs from 2.0's only for non-ASCII secrets.
+pub fn legacy_key_from_secret(secret: &str) -> String {
+    key_from_bytes(secret.as_bytes(), secret.chars().count())
+}
+
+fn fernet_of(key: &str) -> Arc<fernet::Fernet> {
+    Arc::new(fernet::Fernet::new(key).expect("a 32-byte key always makes a valid Fernet key"))
+}
+
 impl FernetCodec {
-    /// A codec for the NOMAD API secret `secret`.
+    /// A codec for the NOMAD API secret `secret` alone (no codec key).
     pub fn from_secret(secret: &str) -> Self {
-        let key = key_from_secret(secret);
-        let fernet =
-            fernet::Fernet::new(&key).expect("a 32-byte key always makes a valid Fernet key");
-        FernetCodec {
-            fernet: Arc::new(fernet),
-        }
+        FernetCodec::new(Some(secret), None)
     }
 
-    /// Encrypt one payload (metadata and data together).
+    /// A codec for the API secret and/or a `(key id, codec key)`; both None is not useful.
+    pub fn new(secret: Option<&str>, codec_key: Option<(&str, &str)>) -> Self {
+        let secret = secret.map(|s| {
+            let (current, legacy) = (key_from_secret(s), legacy_key_from_secret(s));
+            SecretKeys {
+                current: fernet_of(&current),
+                legacy: (legacy != current).then(|| fernet_of(&legacy)),
+            }
+        });
+        let codec_key =
+            codec_key.map(|(id, key)| (id.to_string(), fernet_of(&key_from_secret(key))));
+        FernetCodec { secret, codec_key }
+    }
+
+    /// The codec a configuration asks for: on when it has a payload secret (outside
+    /// development mode) or a payload codec key, as upstream 2.0; None when payloads are plain.
+    pub fn for_config(config: &ConnectionConfig) -> Option<Self> {
+        if config.payload_secret.is_none() && config.payload_codec_key.is_none() {
+            return None;
+        }
+        Some(FernetCodec::new(
+            config.payload_secret.as_deref(),
+            config
+                .payload_codec_key
+                .as_deref()
+                .map(|key| (config.payload_codec_key_id.as_str(), key)),
+        ))
+    }
+
+    /// Encrypt one payload (metadata and data together): with the codec key and its id when
+    /// one is set, else with the API secret and no id.
     pub fn encode(&self, payload: &Payload) -> Payload {
-        let token = self.fernet.encrypt(&payload.encode_to_vec());
+        let plain = payload.encode_to_vec();
+        let mut metadata: std::collections::HashMap<String, Vec<u8>> =
+            [(ENCODING_KEY.to_string(), BINARY_ENCRYPTED.to_vec())].into();
+        let token = match (&self.codec_key, &self.secret) {
+            (Some((id, fernet)), _) => {
+                metadata.insert(KEY_ID_METADATA.to_string(), id.clone().into_bytes());
+                fernet.encrypt(&plain)
+            }
+            (None, Some(keys)) => keys.current.encrypt(&plain),
+            (None, None) => unreachable!("a FernetCodec has a secret or a codec key"),
+        };
         Payload {
-            metadata: [(ENCODING_KEY.to_string(), BINARY_ENCRYPTED.to_vec())].into(),
+            metadata,
             data: token.into_bytes(),
             ..Default::default()
         }
@@ -85,10 +163,28 @@ impl FernetCodec {
             return Ok(payload);
         }
         let token = std::str::from_utf8(&payload.data).map_err(|_| CodecError::WrongKey)?;
-        let plain = self
-            .fernet
-            .decrypt(token)
-            .map_err(|_| CodecError::WrongKey)?;
+        let plain = match payload.metadata.get(KEY_ID_METADATA) {
+            Some(raw_id) => {
+                let id = String::from_utf8_lossy(raw_id).into_owned();
+                match &self.codec_key {
+                    Some((ours, fernet)) if *ours == id => fernet
+                        .decrypt(token)
+                        .map_err(|_| CodecError::WrongCodecKey(id))?,
+                    _ => return Err(CodecError::UnknownKeyId(id)),
+                }
+            }
+            None => {
+                let keys = self.secret.as_ref().ok_or(CodecError::NoSecret)?;
+                match keys.current.decrypt(token) {
+                    Ok(plain) => plain,
+                    Err(_) => keys
+                        .legacy
+                        .as_ref()
+                        .and_then(|legacy| legacy.decrypt(token).ok())
+                        .ok_or(CodecError::WrongKey)?,
+                }
+            }
+        };
         Ok(Payload::decode(plain.as_slice())?)
     }
 
@@ -110,6 +206,82 @@ impl FernetCodec {
         decode_payloads(msg, self, &SerializationContextData::None)
             .await
             .map_err(unwrap_conversion)
+    }
+}
+
+/// The codec of a configuration, for Python (the codec server): serialized `Payload` bytes
+/// in, serialized `Payload` bytes out.
+#[pyclass(name = "PayloadCodecRef", module = "nomad_actions._core", frozen)]
+pub struct PayloadCodecRef {
+    codec: Option<FernetCodec>,
+}
+
+fn codec_err(context: &str, err: CodecError) -> PyErr {
+    EngineError::Payload {
+        context: context.to_string(),
+        source: crate::payload::PayloadError::Codec(err),
+    }
+    .into()
+}
+
+fn parse_payload(raw: &[u8]) -> PyResult<Payload> {
+    Payload::decode(raw).map_err(|e| codec_err("codec input", CodecError::NotAPayload(e)))
+}
+
+#[pymethods]
+impl PayloadCodecRef {
+    #[new]
+    fn py_new(config: ConnectionConfig) -> Self {
+        PayloadCodecRef {
+            codec: FernetCodec::for_config(&config),
+        }
+    }
+
+    /// Whether the configuration encrypts payloads at all.
+    #[getter]
+    fn enabled(&self) -> bool {
+        self.codec.is_some()
+    }
+
+    /// Encrypt serialized payloads (unchanged when the codec is off).
+    fn encode<'py>(
+        &self,
+        py: Python<'py>,
+        payloads: Vec<Vec<u8>>,
+    ) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+        payloads
+            .iter()
+            .map(|raw| {
+                let payload = parse_payload(raw)?;
+                let out = match &self.codec {
+                    Some(codec) => codec.encode(&payload),
+                    None => payload,
+                };
+                Ok(PyBytes::new(py, &out.encode_to_vec()))
+            })
+            .collect()
+    }
+
+    /// Decrypt serialized payloads; others pass through. Raises PayloadError naming an unknown
+    /// key id or a wrong key.
+    fn decode<'py>(
+        &self,
+        py: Python<'py>,
+        payloads: Vec<Vec<u8>>,
+    ) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+        payloads
+            .iter()
+            .map(|raw| {
+                let payload = parse_payload(raw)?;
+                let out = match &self.codec {
+                    Some(codec) => codec
+                        .decode(payload)
+                        .map_err(|e| codec_err("decoding a payload", e))?,
+                    None => payload,
+                };
+                Ok(PyBytes::new(py, &out.encode_to_vec()))
+            })
+            .collect()
     }
 }
 
@@ -182,6 +354,70 @@ mod tests {
         assert_eq!(codec.decode(enc).unwrap(), plain);
         // Other encodings are left alone.
         assert_eq!(codec.decode(plain.clone()).unwrap(), plain);
+    }
+
+    #[test]
+    fn key_derivation_counts_utf8_bytes_as_2_0_does() {
+        // Python 2.0: b = 'ké'.encode() (3 bytes) -> 29 NULs; 1.4.0 counted 2 characters.
+        let raw = base64::engine::general_purpose::URL_SAFE
+            .decode(key_from_secret("ké"))
+            .unwrap();
+        assert_eq!(raw.len(), 32);
+        assert_eq!(&raw[29..], "ké".as_bytes());
+        let legacy = base64::engine::general_purpose::URL_SAFE
+            .decode(legacy_key_from_secret("ké"))
+            .unwrap();
+        assert_eq!(&legacy[30..], &"ké".as_bytes()[..2]);
+        // ASCII secrets: both derivations agree.
+        assert_eq!(key_from_secret("secret"), legacy_key_from_secret("secret"));
+    }
+
+    #[test]
+    fn legacy_payloads_of_a_non_ascii_secret_still_decode() {
+        let legacy = FernetCodec {
+            secret: Some(SecretKeys {
+                current: fernet_of(&legacy_key_from_secret("geheimnis-ä")),
+                legacy: None,
+            }),
+            codec_key: None,
+        };
+        let plain = to_payload(&json!({"a": 1}));
+        let enc = legacy.encode(&plain);
+        assert_eq!(
+            FernetCodec::from_secret("geheimnis-ä").decode(enc).unwrap(),
+            plain
+        );
+    }
+
+    #[test]
+    fn codec_key_writes_its_id_and_secret_payloads_still_decode() {
+        let codec = FernetCodec::new(Some("api-secret"), Some(("k2", "codec-key")));
+        let plain = to_payload(&json!({"user_id": "u"}));
+        let enc = codec.encode(&plain);
+        assert_eq!(enc.metadata[KEY_ID_METADATA], b"k2");
+        assert_eq!(codec.decode(enc.clone()).unwrap(), plain);
+        // Only the codec key opens it: not the API secret alone.
+        let secret_only = FernetCodec::from_secret("api-secret");
+        let err = secret_only.decode(enc.clone()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "No Temporal payload codec key configured for key ID 'k2'"
+        );
+        // Payloads without an id are the API secret's.
+        let old = secret_only.encode(&plain);
+        assert!(!old.metadata.contains_key(KEY_ID_METADATA));
+        assert_eq!(codec.decode(old).unwrap(), plain);
+        // Another id is refused, naming it; a wrong key under our id is a clear error too.
+        let other = FernetCodec::new(None, Some(("k3", "codec-key"))).encode(&plain);
+        assert!(matches!(codec.decode(other), Err(CodecError::UnknownKeyId(id)) if id == "k3"));
+        let forged = FernetCodec::new(None, Some(("k2", "another-key"))).encode(&plain);
+        assert!(matches!(codec.decode(forged), Err(CodecError::WrongCodecKey(id)) if id == "k2"));
+        // A codec key without an API secret cannot read id-less payloads.
+        let keyed_only = FernetCodec::new(None, Some(("k2", "codec-key")));
+        assert!(matches!(
+            keyed_only.decode(secret_only.encode(&plain)),
+            Err(CodecError::NoSecret)
+        ));
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub mod _core {
     #[pymodule_export]
     use crate::client::{ClientRef, connection_count, unix_time};
     #[pymodule_export]
+    use crate::codec::PayloadCodecRef;
+    #[pymodule_export]
     use crate::runtime::runtime_generations;
     #[pymodule_export]
     use crate::telemetry::start_metrics_exporter;

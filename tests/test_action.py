@@ -236,3 +236,44 @@ class TestShapeChecks:
         assert not is_action(Action)
         assert not is_action("oops")
         assert not is_action(ActionEntryPoint())
+
+
+class EchoService:
+    """Stands in for a Nexus service handler instance (upstream 2.0 stores any object)."""
+
+
+class TestNexusServiceHandlers:
+    """Upstream 2.0's ``Action(..., nexus_service_handlers=...)``: accepted and stored; our
+    worker refuses an action with handlers, naming it, instead of ignoring them."""
+
+    def test_accepted_and_stored(self) -> None:
+        assert Action("q", [add_one], DefaultNameWorkflow).nexus_service_handlers == []
+        service = EchoService()
+        action = Action("q", [add_one], DefaultNameWorkflow, nexus_service_handlers=[service])
+        assert action.nexus_service_handlers == [service]
+        with pytest.raises(TypeError, match="nexus_service_handlers must be a list"):
+            Action("q", [add_one], DefaultNameWorkflow, nexus_service_handlers=service)  # type: ignore[arg-type]
+
+    def test_worker_refuses_them_naming_the_action(self) -> None:
+        from nomad_actions import register_action, unregister_action
+        from nomad_actions.errors import ActionLoadError
+        from nomad_actions.worker import Worker
+
+        action = Action(
+            "nexus-q", [add_one], DefaultNameWorkflow, nexus_service_handlers=[EchoService()]
+        )
+        action_id = register_action(action, id="test_action:with-nexus")
+        try:
+            for given in ([action_id], None):
+                with pytest.raises(ActionLoadError) as refused:
+                    Worker("nexus-q", actions=given)
+                message = str(refused.value)
+                assert '"test_action:with-nexus"' in message
+                assert "nexus_service_handlers (EchoService)" in message
+            # Empty handlers (what upstream plugins pass by default) are fine.
+            plain = Action("nexus-q", [add_one], DefaultNameWorkflow, nexus_service_handlers=[])
+            worker = Worker("nexus-q", actions=[plain])
+            assert worker.actions[0] is plain
+            worker._activity_bridge.shutdown(0)  # never run: stop its threads
+        finally:
+            unregister_action(action_id)

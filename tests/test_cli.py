@@ -88,6 +88,10 @@ def test_defaults_mirror_the_worker(fake_worker: type[FakeWorker]) -> None:
         max_activity_slots=20,
         activity_ramp_throttle_millis=200,
     )
+    # Without nomad-lab: our action-log interceptor and no extra activities (test_action_logs).
+    [interceptor] = kwargs.pop("interceptors")
+    assert type(interceptor).__name__ == "ActionLogInterceptor"
+    assert kwargs.pop("activities") == []
     assert kwargs == {
         "max_concurrent_activities": None,
         "max_concurrent_workflow_tasks": 100,

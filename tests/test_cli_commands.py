@@ -90,7 +90,7 @@ def cli_worker(cli_server: DevServer) -> Iterator[Worker]:
         ),
         id=PROGRESS,
     )
-    config = ConnectionConfig(host=cli_server.host, port=cli_server.port)
+    config = ConnectionConfig(host=cli_server.host, port=cli_server.port, development=True)
     ids = [GREET, WAITER, FAILS, PROGRESS]
     try:
         with Worker(TEST_QUEUE, actions=[load_action(i) for i in ids], config=config) as worker:

@@ -7,6 +7,7 @@ by the pid recorded in dev.json), so nothing is left behind when a test fails.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -291,4 +292,49 @@ def test_dev_runs_finds_stops_and_persists(
     run = cli(dev_env, "result", wid, "--json")
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["result"] == {"message": "Hello, Dev!", "count": 1}
+    assert dev.stop() == 0, dev.log()
+
+
+@pytest.mark.timeout(300)
+def test_dev_serves_a_codec_to_its_web_ui_when_a_secret_is_set(
+    start_dev: Callable[[], Dev], dev_env: dict[str, str]
+) -> None:
+    from temporalio.api.common.v1 import Payload
+
+    from nomad_actions import _core
+    from nomad_actions.config import ConnectionConfig
+
+    dev_env["NOMAD_SERVICES_API_SECRET"] = "dev-codec-secret"
+    dev = start_dev()
+    info = dev.wait_ready()
+    codec_url = info["codec_url"]
+    assert codec_url and f"Codec server: {codec_url}" in dev.log()
+    # The Web UI was told (its settings name the endpoint) ...
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"{info['ui_url']}/api/v1/settings", timeout=10) as response:
+        assert json.loads(response.read())["Codec"]["Endpoint"] == codec_url
+    # ... and the endpoint decrypts what a NOMAD process with that secret wrote.
+    plain = Payload(metadata={"encoding": b"json/plain"}, data=b'{"x": 1}')
+    writer = _core.PayloadCodecRef(ConnectionConfig(api_secret="dev-codec-secret"))
+    [encrypted] = [Payload.FromString(b) for b in writer.encode([plain.SerializeToString()])]
+    body = {
+        "payloads": [
+            {
+                "metadata": {
+                    k: base64.b64encode(v).decode() for k, v in encrypted.metadata.items()
+                },
+                "data": base64.b64encode(encrypted.data).decode(),
+            }
+        ]
+    }
+    request = urllib.request.Request(
+        f"{codec_url}/decode",
+        json.dumps(body).encode(),
+        {"Content-Type": "application/json", "Origin": info["ui_url"]},
+        method="POST",
+    )
+    with opener.open(request, timeout=10) as response:
+        assert response.headers["Access-Control-Allow-Origin"] == info["ui_url"]
+        [decoded] = json.loads(response.read())["payloads"]
+    assert base64.b64decode(decoded["data"]) == b'{"x": 1}'
     assert dev.stop() == 0, dev.log()

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import temporalio.activity
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from temporalio.workflow import _Definition
 
 from .config import TaskQueue
@@ -49,6 +49,9 @@ class Action:
         workflow: The main ``@workflow.defn`` class; starting the action starts it.
         child_workflows: Further ``@workflow.defn`` classes the main workflow starts.
         task_queue_activities: Activities to register on other queues, by queue.
+        nexus_service_handlers: Nexus service handler instances for ``task_queue``
+            (upstream NOMAD 2.0). Stored; a nomad-actions worker refuses to start an action
+            that has any, naming it, since the engine does not run Nexus tasks.
     """
 
     task_queue: TaskQueue | str
@@ -56,6 +59,7 @@ class Action:
     workflow: type
     child_workflows: list[type]
     task_queue_activities: dict[TaskQueue | str, list[Callable[..., Any]]]
+    nexus_service_handlers: list[Any]
 
     def __init__(
         self,
@@ -64,6 +68,7 @@ class Action:
         workflow: type,
         child_workflows: list[type] | None = None,
         task_queue_activities: dict[TaskQueue | str, list[Callable[..., Any]]] | None = None,
+        nexus_service_handlers: list[Any] | None = None,
     ) -> None:
         """Creates the action.
 
@@ -73,12 +78,14 @@ class Action:
             workflow: The main workflow class, decorated with ``@workflow.defn``.
             child_workflows: Child workflow classes, each decorated with ``@workflow.defn``.
             task_queue_activities: Activities to register on other queues, by queue.
+            nexus_service_handlers: Nexus service handler instances (a list).
 
         Raises:
             TypeError: ``activities`` is not a list of callables, ``child_workflows`` is not a
                 list, ``task_queue_activities`` is not a dict of such lists, an activity lacks
                 ``@activity.defn``, or a workflow class lacks ``@workflow.defn`` (or the main
-                workflow is dynamic). The message names the offending function or class.
+                workflow is dynamic), or ``nexus_service_handlers`` is not a list. The message
+                names the offending function or class.
         """
         if not isinstance(activities, list) or not all(callable(a) for a in activities):
             raise TypeError("activities must be a list of callable functions")
@@ -93,6 +100,11 @@ class Action:
             for queue_activities in task_queue_activities.values()
         ):
             raise TypeError("task_queue_activities values must be lists of callable functions")
+        nexus_service_handlers = (
+            nexus_service_handlers if nexus_service_handlers is not None else []
+        )
+        if not isinstance(nexus_service_handlers, list):
+            raise TypeError("nexus_service_handlers must be a list")
         _check_activities(activities)
         for queue, queue_activities in task_queue_activities.items():
             _check_activities(queue_activities, f" (for task queue {_queue_name(queue)})")
@@ -111,6 +123,7 @@ class Action:
         self.workflow = workflow
         self.child_workflows = child_workflows
         self.task_queue_activities = task_queue_activities
+        self.nexus_service_handlers = nexus_service_handlers
 
     def __repr__(self) -> str:
         return (
@@ -187,6 +200,10 @@ class ActionEntryPoint(BaseModel):
         task_queue: The queue the action runs on.
         users: User ids allowed to run it, or None for everyone.
         groups: Group ids allowed to run it, or None for everyone.
+        priority_key: Temporal priority of its runs, 1 (highest) to 5; None for the
+            server's default (3).
+        priority_fairness_key: ``'user_id'`` to share the queue fairly between users
+            (Temporal's fairness key = the starting user's id); None for no fairness key.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="allow")
@@ -199,6 +216,8 @@ class ActionEntryPoint(BaseModel):
     task_queue: TaskQueue | str = TaskQueue.CPU
     users: list[str] | None = None
     groups: list[str] | None = None
+    priority_key: int | None = Field(default=None, ge=1, le=5)
+    priority_fairness_key: Literal["user_id"] | None = None
 
     def load(self) -> Action:
         """Returns the action; subclasses override this.
@@ -251,6 +270,7 @@ def as_action(obj: Any) -> Action:
         workflow=obj.workflow,
         child_workflows=getattr(obj, "child_workflows", None),
         task_queue_activities=getattr(obj, "task_queue_activities", None),
+        nexus_service_handlers=getattr(obj, "nexus_service_handlers", None),
     )
     return obj if isinstance(obj, Action) else checked
 

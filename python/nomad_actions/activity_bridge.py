@@ -45,6 +45,7 @@ import temporalio.client
 import temporalio.common
 import temporalio.converter
 import temporalio.exceptions
+import temporalio.worker
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 __all__ = ["DEFAULT_MAX_THREADS", "ActivityBridge"]
@@ -223,6 +224,10 @@ class ActivityBridge:
             converter). Otherwise task arguments (and heartbeat details in ``info``) are
             serialized ``Payload`` bytes, decoded and encoded with this converter and codec.
         client: Returned by ``activity.client()`` in ``async def`` activities.
+        interceptors: temporalio worker interceptors; their ``intercept_activity`` chain
+            wraps every activity, ``async def`` and ``def``, as in the official worker: the
+            chain runs on the bridge's event loop with ``activity.info()`` set, and a ``def``
+            activity then runs on the pool in a copy of the chain's contextvars.
 
     Raises:
         TypeError: An activity is not decorated, is a class, or there is more than one
@@ -241,6 +246,7 @@ class ActivityBridge:
         max_threads: int = DEFAULT_MAX_THREADS,
         data_converter: temporalio.converter.DataConverter | None = None,
         client: temporalio.client.Client | None = None,
+        interceptors: Sequence[temporalio.worker.Interceptor] = (),
     ) -> None:
         if max_threads < 1:
             raise ValueError("max_threads must be at least 1")
@@ -250,6 +256,7 @@ class ActivityBridge:
         self._heartbeat_cb = heartbeat
         self._data_converter = data_converter
         self._client = client
+        self._interceptors = list(interceptors)
         self._fast_payload_converter = _FAST_CONVERTER.payload_converter
 
         self._entries: dict[str, _Entry] = {}
@@ -354,7 +361,9 @@ class ActivityBridge:
             self._fail_now(run, err)
             return
         try:
-            if self._data_converter is not None:
+            if self._interceptors:
+                self._loop.call_soon_threadsafe(self._spawn_intercepted, run)
+            elif self._data_converter is not None:
                 self._loop.call_soon_threadsafe(self._spawn_custom, run)
             elif entry.is_async:
                 self._loop.call_soon_threadsafe(self._spawn_async, run)
@@ -362,6 +371,21 @@ class ActivityBridge:
                 self._pool.submit(contextvars.Context().run, self._run_sync_fast, run)
         except RuntimeError as err:  # loop closed or pool shut down
             self._fail_now(run, err, codec=False)
+
+    def run_coroutine(self, coro: Any, timeout: float) -> Any:
+        """Runs a coroutine on the event loop ``async def`` activities run on, and waits.
+
+        For set-up whose clients bind to the loop they are made on (NOMAD's async MongoDB).
+
+        Raises:
+            TimeoutError: It did not finish within ``timeout`` seconds (it is cancelled).
+        """
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise TimeoutError(f"did not finish within {timeout:g} s") from None
 
     def cancel(self, task_token: bytes, reason: str) -> None:
         """Cancel a running activity; unknown or finished tokens are ignored.
@@ -680,8 +704,8 @@ class ActivityBridge:
         run.done = True
         self._finish(run, self._fast_outcome(run, ok, value))
 
-    def _call_sync(self, run: _Run, args: list) -> tuple[bool, Any]:
-        fn = run.entry.defn.fn  # type: ignore[union-attr]
+    def _call_sync(self, run: _Run, args: Sequence[Any], fn: Any = None) -> tuple[bool, Any]:
+        fn = fn or run.entry.defn.fn  # type: ignore[union-attr]
         raiser = run.raiser
         try:
             if raiser is None:
@@ -760,7 +784,7 @@ class ActivityBridge:
 
     # ------------------------------------------------------------------ custom converter path
 
-    def _spawn_custom(self, run: _Run) -> None:
+    def _set_converter(self, run: _Run) -> None:
         raw = run.raw_info
         context = temporalio.converter.ActivitySerializationContext(
             namespace=raw.get("workflow_namespace") or self._namespace,
@@ -772,6 +796,9 @@ class ActivityBridge:
             is_local=bool(raw.get("is_local", False)),
         )
         run.converter = self._data_converter.with_context(context)  # type: ignore[union-attr]
+
+    def _spawn_custom(self, run: _Run) -> None:
+        self._set_converter(run)
         if run.entry.is_async:  # type: ignore[union-attr]
             run.task = self._loop.create_task(self._async_body_custom(run))
             run.task.add_done_callback(lambda task: self._async_done(run, task))
@@ -850,6 +877,88 @@ class ActivityBridge:
         except Exception as err:
             outcome = {"failure": _fallback_failure(err)}
         self._finish(run, outcome)
+
+    # ------------------------------------------------------------------ interceptors
+
+    def _spawn_intercepted(self, run: _Run) -> None:
+        if self._data_converter is not None:
+            self._set_converter(run)
+        run.task = self._loop.create_task(self._intercepted_body(run))
+        run.task.add_done_callback(lambda task: self._async_done(run, task))
+        if run.cancel_requested and run.entry.is_async:  # type: ignore[union-attr]
+            run.task.cancel("Activity cancelled")
+
+    async def _intercepted_body(self, run: _Run) -> tuple[bool, Any]:
+        # Runs in the task's own copy of the loop's context, so what interceptors bind in
+        # contextvars stays with this activity.
+        try:
+            entry = run.entry
+            if run.converter is not None:
+                args = await self._decode_custom(run)
+                converter = run.converter.payload_converter
+            else:
+                run.info = self._build_info(run, run.raw_info.get("heartbeat_details") or ())
+                args = self._convert_args(entry, run.raw_args)  # type: ignore[arg-type]
+                converter = self._fast_payload_converter
+            self._set_context(run, converter)
+            impl: temporalio.worker.ActivityInboundInterceptor = _InboundImpl(self, run)
+            for interceptor in reversed(self._interceptors):
+                impl = interceptor.intercept_activity(impl)
+            impl.init(_OutboundImpl(self, run))
+            value = await impl.execute_activity(
+                temporalio.worker.ExecuteActivityInput(
+                    fn=entry.defn.fn,  # type: ignore[union-attr]
+                    args=args,
+                    executor=None if entry.is_async else self._pool,  # type: ignore[union-attr]
+                    headers={},
+                )
+            )
+            return True, value
+        except BaseException as err:
+            return False, err
+
+
+class _InboundImpl(temporalio.worker.ActivityInboundInterceptor):
+    """The end of the interceptor chain: runs the activity function."""
+
+    def __init__(self, bridge: ActivityBridge, run: _Run) -> None:
+        # As temporalio's own end of the chain: there is no next interceptor to keep.
+        self._bridge = bridge
+        self._run = run
+
+    def init(self, outbound: temporalio.worker.ActivityOutboundInterceptor) -> None:
+        context = temporalio.activity._Context.current()
+        context.info = outbound.info
+        context.heartbeat = outbound.heartbeat
+
+    async def execute_activity(self, input: temporalio.worker.ExecuteActivityInput) -> Any:
+        if self._run.entry.is_async:  # type: ignore[union-attr]
+            return await input.fn(*input.args)
+        executor = input.executor or self._bridge._pool
+        # The chain's contextvars (temporalio's activity context among them) go with the
+        # call, as the official worker passes them to its thread pool.
+        ctx = contextvars.copy_context()
+        ok, value = await asyncio.wrap_future(
+            executor.submit(ctx.run, self._bridge._call_sync, self._run, input.args, input.fn)  # type: ignore[arg-type]
+        )
+        if not ok:
+            raise value
+        return value
+
+
+class _OutboundImpl(temporalio.worker.ActivityOutboundInterceptor):
+    """The end of the outbound chain: the run's info and heartbeat."""
+
+    def __init__(self, bridge: ActivityBridge, run: _Run) -> None:
+        self._bridge = bridge
+        self._run = run
+
+    def info(self) -> temporalio.activity.Info:
+        assert self._run.info is not None
+        return self._run.info
+
+    def heartbeat(self, *details: Any) -> None:
+        self._bridge._heartbeat(self._run, details)
 
 
 # ---------------------------------------------------------------------- helpers

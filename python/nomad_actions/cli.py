@@ -1538,6 +1538,9 @@ def _run_dev(args: argparse.Namespace) -> int:
             log_path=data_dir / DEV_LOG_FILE,
             headless=False,
         )
+        codec = _dev_codec_server(server.ui_url)
+        if codec is not None:
+            server.extra_args += ["--ui-codec-endpoint", codec.url]
         workers: list[Any] = []
         try:
             try:
@@ -1563,6 +1566,7 @@ def _run_dev(args: argparse.Namespace) -> int:
                 "log_path": server.log_path,
                 "task_queues": [w.task_queue for w in workers],
                 "development": True,
+                "codec_url": codec.url if codec is not None else None,
                 "started": datetime.now(timezone.utc).isoformat(),
             }
             _print_dev_banner(info, workers, broken)
@@ -1570,7 +1574,28 @@ def _run_dev(args: argparse.Namespace) -> int:
             _wait_for_stop(stop, server, workers)
             return EXIT_OK
         finally:
-            _stop_dev(server, workers, data_dir)
+            try:
+                _stop_dev(server, workers, data_dir)
+            finally:
+                if codec is not None:
+                    codec.stop()
+
+
+def _dev_codec_server(ui_url: str) -> Any:
+    """A codec server for the dev Web UI when a NOMAD secret or payload codec key is set
+    (payloads other NOMAD processes encrypt show decoded there), else None."""
+    from nomad_actions.codec_server import CodecServer
+
+    config = get_config()
+    if not (config.api_secret or config.payload_codec_key):
+        return None
+    try:
+        # The dev workers send plain payloads; the codec server is for everyone else's.
+        keyed = dataclasses.replace(config, development=False)
+        return CodecServer(keyed, cors_origins=[ui_url]).start()
+    except (ValueError, OSError) as err:
+        logger.warning("No codec server for the Web UI: %s", err)
+        return None
 
 
 def _start_dev_workers(config: Any) -> tuple[list[Any], list[tuple[str, str]]]:
@@ -1612,6 +1637,8 @@ def _print_dev_banner(
         _out("  Workers:      none")
     for action_id, error in broken:
         _out(f"  Skipped:      {action_id}: {error}")
+    if info.get("codec_url"):
+        _out(f"  Codec server: {info['codec_url']} (the Web UI decodes encrypted payloads)")
     _out(f"Other {PROG} commands find this server through {info['data_dir']}/{DEV_INFO_FILE}.")
     _out("For other programs (e.g. NOMAD itself), in another shell:")
     _out(f"  export {ENV_HOST}={info['host']} {ENV_PORT}={info['port']}")
@@ -1764,6 +1791,12 @@ def _add_worker(subparsers: Any) -> None:
         help="log and skip broken action entry points (failing to import or load, or with an "
         "invalid workflow or activity) instead of refusing to start",
     )
+    parser.add_argument(
+        "--no-nomad-setup",
+        action="store_true",
+        help="with nomad-lab installed, skip NOMAD's worker setup (MongoDB, Elasticsearch, "
+        "parser imports, async MongoDB), which upstream's workers run before polling",
+    )
     _add_connection_options(parser)
     _add_log_option(parser)
     parser.set_defaults(handler=_run_worker)
@@ -1839,10 +1872,19 @@ def _run_worker(args: argparse.Namespace) -> int:
     _apply_connection_options(args)
 
     from nomad_actions.errors import ActionLoadError, ConfigurationError, TemporalConnectionError
+    from nomad_actions.nomad_worker import NomadSetupError, prepare_worker
     from nomad_actions.worker import Worker, resolve_task_queue
 
     queue = resolve_task_queue(args.task_queue)
     config = get_config()
+    try:
+        # Upstream's logging, signal-input activity and infrastructure set-up, as its workers.
+        setup = prepare_worker(queue, nomad_setup=not args.no_nomad_setup, config=config)
+    except NomadSetupError as err:
+        raise CommandError(str(err), EXIT_FAILURE) from None
+    # Importing nomad sets every root handler to its console_log_level (WARNING); --log-level
+    # governs ours.
+    _setup_logging(args.log_level)
     try:
         worker = Worker(
             queue,
@@ -1852,6 +1894,8 @@ def _run_worker(args: argparse.Namespace) -> int:
             deadlock_timeout=args.deadlock_timeout or None,
             config=config,
             skip_broken=args.skip_broken,
+            interceptors=setup.interceptors,
+            activities=setup.activities,
             **_worker_settings(args, queue),
         )
     except ActionLoadError as err:  # a broken plugin: a configuration error
@@ -1860,6 +1904,12 @@ def _run_worker(args: argparse.Namespace) -> int:
         if str(err).startswith("Nothing to run"):
             raise _nothing_to_run(queue) from None
         raise CommandError(str(err), EXIT_USAGE) from None
+    for init in setup.on_activity_loop:
+        try:
+            worker.run_on_activity_loop(init)
+        except (NomadSetupError, TimeoutError) as err:
+            worker.shutdown()
+            raise CommandError(f"NOMAD worker setup: {err}", EXIT_FAILURE) from None
 
     try:
         worker.run()
@@ -1933,6 +1983,142 @@ def _run_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------------- logs
+
+
+def _add_logs(subparsers: Any) -> None:
+    parser = _add_parser(
+        subparsers,
+        "logs",
+        help="show an action's log file",
+        description=(
+            "Print the log an action's activities wrote through the worker (upstream NOMAD's "
+            "per-action log, <fs.actions>/<id>/nomad_system/logs/<id>.log; NOMAD_FS_ACTIONS, "
+            "default .volumes/fs/actions). With --follow, keep printing new lines until the "
+            "action has ended (or Ctrl-C)."
+        ),
+    )
+    parser.add_argument("workflow_id", metavar="WORKFLOW_ID", help="as printed by `start`")
+    parser.add_argument(
+        "--follow", "-f", action="store_true", help="print new lines as they are written"
+    )
+    _add_json_option(parser)
+    _add_connection_options(parser)
+    parser.set_defaults(handler=_run_logs)
+
+
+def _print_log_line(line: str, as_json: bool) -> None:
+    if as_json:
+        _out(line)
+        return
+    try:
+        record = json.loads(line)
+        _out(f"{record['timestamp']} {record['level']:<8} {record['event']}")
+    except (ValueError, KeyError, TypeError):
+        _out(line)  # upstream's format does not escape quotes: show such lines as written
+
+
+def _action_ended(workflow_id: str) -> bool:
+    from temporalio.client import WorkflowExecutionStatus
+
+    from nomad_actions.manager import get_action_status
+
+    return get_action_status(workflow_id) != WorkflowExecutionStatus.RUNNING
+
+
+def _run_logs(args: argparse.Namespace) -> int:
+    from nomad_actions.manager import action_log_file_path
+
+    try:
+        path = Path(action_log_file_path(args.workflow_id))
+    except ValueError as err:
+        raise CommandError(str(err), EXIT_USAGE) from None
+    if args.follow:
+        _client_command(args)
+    elif not path.exists():
+        raise CommandError(f"no log for action {args.workflow_id!r} (looked in {path})")
+    position = 0
+    partial = ""
+    while True:
+        ended = args.follow and _action_ended(args.workflow_id)
+        if path.exists():
+            with path.open(encoding="utf-8") as handle:
+                handle.seek(position)
+                chunk = handle.read()
+                position = handle.tell()
+            lines = (partial + chunk).split("\n")
+            partial = lines.pop()
+            for line in lines:
+                if line.strip():
+                    _print_log_line(line, args.json)
+        if not args.follow or ended:
+            break
+        time.sleep(POLL_INTERVAL / 2)
+    if partial.strip():
+        _print_log_line(partial, args.json)
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------- codec-server
+
+
+def _add_codec_server(subparsers: Any) -> None:
+    parser = _add_parser(
+        subparsers,
+        "codec-server",
+        help="serve Temporal's codec protocol, so the Web UI and CLI show encrypted payloads",
+        description=(
+            "Decode (and encode) NOMAD's encrypted payloads for Temporal's Web UI (set its codec "
+            "endpoint to the printed URL) and CLI (`temporal workflow show --codec-endpoint "
+            "URL`), with the keys of this configuration: the NOMAD API secret "
+            "(NOMAD_SERVICES_API_SECRET) and, if set, NOMAD_TEMPORAL_PAYLOAD_CODEC_KEY with "
+            "NOMAD_TEMPORAL_PAYLOAD_CODEC_KEY_ID. Runs until SIGTERM or Ctrl-C."
+        ),
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
+    parser.add_argument("--port", type=_port, default=8081, help="port to listen on (default 8081)")
+    parser.add_argument(
+        "--cors-origin",
+        action="append",
+        metavar="ORIGIN",
+        help="a Web UI origin allowed to call it from the browser, e.g. http://localhost:8233 "
+        "(repeatable; default any origin)",
+    )
+    _add_log_option(parser)
+    parser.set_defaults(handler=_run_codec_server)
+
+
+def _run_codec_server(args: argparse.Namespace) -> int:
+    _setup_logging(args.log_level)
+    from nomad_actions.codec_server import CodecServer
+
+    try:
+        server = CodecServer(
+            get_config(), host=args.host, port=args.port, cors_origins=args.cors_origin or ["*"]
+        )
+    except ValueError as err:
+        raise CommandError(str(err), EXIT_USAGE) from None
+    except OSError as err:
+        raise CommandError(
+            f"cannot listen on {args.host}:{args.port}: {err.strerror or err}"
+        ) from None
+    stop = threading.Event()
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        with server:
+            _out(f"Codec server listening on {server.url} (POST /encode, /decode)")
+            stop.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    _out("Stopped.")
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------------- main
 
 #: Functions that each add one subcommand to the subparsers (in `--help` order).
@@ -1950,6 +2136,8 @@ _COMMANDS: list[Callable[[Any], None]] = [
     _add_dev,
     _add_worker,
     _add_config,
+    _add_logs,
+    _add_codec_server,
 ]
 
 MAIN_EPILOG = f"""first steps:

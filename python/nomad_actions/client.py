@@ -98,10 +98,16 @@ def _explained(err: PayloadError) -> PayloadError | None:
 
 
 def _sync(op: Op[T]) -> T:
+    # A native call's error is thrown into the op, so an op can handle it (manager.py does).
     try:
         call = next(op)
         while True:
-            call = op.send(call(True))
+            try:
+                value = call(True)
+            except Exception as err:
+                call = op.throw(err)
+            else:
+                call = op.send(value)
     except StopIteration as stop:
         return stop.value
     except PayloadError as err:
@@ -115,7 +121,12 @@ async def _async(op: Op[T]) -> T:
     try:
         call = next(op)
         while True:
-            call = op.send(await call(False))
+            try:
+                value = await call(False)
+            except Exception as err:
+                call = op.throw(err)
+            else:
+                call = op.send(value)
     except StopIteration as stop:
         return stop.value
     except PayloadError as err:
@@ -176,9 +187,13 @@ def _validate_input(action_id: str, tp: Any, data: Any) -> Any:
         ) from None
 
 
-def _user_id_of(data: Any) -> str | None:
-    value = data.get("user_id") if isinstance(data, dict) else getattr(data, "user_id", None)
+def _field_of(data: Any, name: str) -> str | None:
+    value = data.get(name) if isinstance(data, dict) else getattr(data, name, None)
     return None if value is None else str(value)
+
+
+def _user_id_of(data: Any) -> str | None:
+    return _field_of(data, "user_id")
 
 
 def _check_may_start(
@@ -224,12 +239,17 @@ def _prepare_start(
     except (ValueError, TypeError) as err:
         # Pydantic refuses values with no JSON form (too deep, undecodable bytes, ...).
         raise ActionInputError(f'Input for action "{aid}" cannot be sent as JSON: {err}') from None
+    memo = {MEMO_USER_ID: user_id, MEMO_ACTION_ID: aid}
+    upload_id = _field_of(validated, "upload_id")
+    if upload_id:
+        memo[MEMO_UPLOAD_ID] = upload_id
     return {
         "workflow_id": workflow_id or f"{aid}-{user_id}-{uuid.uuid4()}",
         "workflow_type": action.workflow_name,
         "task_queue": getattr(queue, "value", queue),
         "args": args,
-        "memo": {MEMO_USER_ID: user_id, MEMO_ACTION_ID: aid},
+        "memo": memo,
+        "priority": _priority(entry_point, user_id),
     }
 
 
@@ -298,6 +318,17 @@ def _upload_id_of(request: dict[str, Any]) -> str | None:
     arg = request["args"][0] if request["args"] else None
     value = arg.get("upload_id") if isinstance(arg, dict) else None
     return None if value is None else str(value)
+
+
+def _priority(entry_point: Any, user_id: str) -> tuple[int, str] | None:
+    """Temporal's Priority from the entry point, as upstream NOMAD 2.0 sends it: the
+    entry point's ``priority_key`` (1 highest .. 5), and the user id as fairness key when
+    ``priority_fairness_key == 'user_id'``; None when the entry point sets neither."""
+    key = getattr(entry_point, "priority_key", None)
+    fairness = getattr(entry_point, "priority_fairness_key", None)
+    if key is None and fairness is None:
+        return None
+    return int(key or 0), user_id if fairness == "user_id" else ""
 
 
 def _start(

@@ -27,6 +27,7 @@ from nomad_actions.settings import NomadSettings, load_settings, read_pem
 __all__ = [
     "ConnectionConfig",
     "TaskQueue",
+    "actions_dir",
     "TlsConfig",
     "configure",
     "get_config",
@@ -54,6 +55,9 @@ ENV_API_SECRET = "NOMAD_SERVICES_API_SECRET"
 ENV_MODE = "NOMAD_SERVICES_MODE"
 #: nomad-lab's default API secret, which it refuses in production mode.
 UPSTREAM_DEFAULT_API_SECRET = "defaultApiSecret"
+DEFAULT_PAYLOAD_CODEC_KEY_ID = "default"
+#: Upstream's variable for `fs.actions` (read through nomad_actions.settings).
+ENV_FS_ACTIONS = "NOMAD_FS_ACTIONS"
 
 
 class TaskQueue(str, Enum):
@@ -136,6 +140,11 @@ class ConnectionConfig:
         rpc_timeout_millis: How long a client call may wait for the server's answer before
             it fails with ``TemporalConnectionError`` (a stalled connection, a partition);
             waiting for a result is bounded by its own ``timeout`` instead.
+        payload_codec_key: upstream 2.0's ``temporal.payload_codec_key``: when set, payloads
+            are encrypted with it (also in development mode) and carry
+            ``payload_codec_key_id`` in their ``encryption-key-id`` metadata.
+        payload_codec_key_id: the id written with, and expected on, payloads encrypted
+            with ``payload_codec_key``.
     """
 
     host: str = DEFAULT_HOST
@@ -148,11 +157,21 @@ class ConnectionConfig:
     api_secret: str | None = field(default=None, repr=False)
     development: bool = False
     rpc_timeout_millis: int = DEFAULT_RPC_TIMEOUT_MILLIS
+    payload_codec_key: str | None = field(default=None, repr=False)
+    payload_codec_key_id: str = DEFAULT_PAYLOAD_CODEC_KEY_ID
 
     @property
     def payload_secret(self) -> str | None:
-        """The secret payloads are encrypted with, or None when they travel in plain JSON."""
-        return None if self.development or not self.api_secret else self.api_secret
+        """The API secret the payload codec keys with, or None.
+
+        Outside development mode payloads are encrypted with it (or with
+        ``payload_codec_key`` when set), as upstream NOMAD. In development mode it is None
+        unless a ``payload_codec_key`` turns the codec on, where it still decrypts payloads
+        written without a key id.
+        """
+        if not self.api_secret or (self.development and not self.payload_codec_key):
+            return None
+        return self.api_secret
 
     def __post_init__(self) -> None:
         if self.api_key and self.tls is None:
@@ -264,6 +283,7 @@ def _config_from_settings(settings: NomadSettings) -> ConnectionConfig:
         port_value = os.environ.get(port_source.removeprefix("env "), temporal.port)
     port = _check_port(port_value, _setting_name(settings, "temporal.port"))
     secret = settings.services.api_secret
+    codec_key = temporal.payload_codec_key
     return ConnectionConfig(
         host=temporal.host or DEFAULT_HOST,
         port=port,
@@ -272,6 +292,8 @@ def _config_from_settings(settings: NomadSettings) -> ConnectionConfig:
         tls=_tls_from_settings(settings),
         api_secret=secret.get_secret_value() if secret else None,
         development=settings.development,
+        payload_codec_key=codec_key.get_secret_value() if codec_key else None,
+        payload_codec_key_id=temporal.payload_codec_key_id or DEFAULT_PAYLOAD_CODEC_KEY_ID,
     )
 
 
@@ -279,6 +301,19 @@ def settings() -> NomadSettings:
     """NOMAD's configuration (nomad.yaml + ``NOMAD_*`` variables); see
     :func:`nomad_actions.settings.load_settings`."""
     return load_settings()
+
+
+def actions_dir() -> Path:
+    """Returns upstream NOMAD's ``fs.actions`` directory, where action runs keep their files.
+
+    From NOMAD's configuration (``fs.actions`` in nomad.yaml, ``NOMAD_FS_ACTIONS``), read each
+    call; default ``.volumes/fs/actions`` (relative to the working directory, as upstream).
+    Not created here.
+
+    Returns:
+        The directory as an absolute path.
+    """
+    return Path(load_settings().fs.actions).expanduser().absolute()
 
 
 def get_config() -> ConnectionConfig:
@@ -344,6 +379,8 @@ def configure(
     api_secret: str | None = None,
     development: bool | None = None,
     rpc_timeout: float | None = None,
+    payload_codec_key: str | None = None,
+    payload_codec_key_id: str | None = None,
 ) -> ConnectionConfig:
     """Changes the connection settings used from now on.
 
@@ -366,6 +403,9 @@ def configure(
         api_secret: NOMAD API secret for payload encryption; an empty string removes it.
         development: True for NOMAD development mode (no payload encryption).
         rpc_timeout: Seconds a client call may wait for the server's answer (default 10).
+        payload_codec_key: upstream 2.0's payload codec key (encrypts payloads, also in
+            development mode); an empty string removes it.
+        payload_codec_key_id: the key id written with payloads encrypted with it.
 
     Returns:
         The new settings.
@@ -389,6 +429,12 @@ def configure(
         changes["api_secret"] = api_secret or None
     if development is not None:
         changes["development"] = bool(development)
+    if payload_codec_key is not None:
+        changes["payload_codec_key"] = payload_codec_key or None
+    if payload_codec_key_id is not None:
+        if not payload_codec_key_id:
+            raise ValueError("payload_codec_key_id must not be empty")
+        changes["payload_codec_key_id"] = payload_codec_key_id
     if connect_timeout is not None:
         if not connect_timeout > 0:
             raise ValueError(f"connect_timeout must be positive seconds, got {connect_timeout!r}")

@@ -16,12 +16,15 @@ __all__ = [
     "ActionFailedError",
     "ActionInputError",
     "ActionLoadError",
+    "ActionNotFoundError",
+    "ActionNotRunningError",
     "ActionPermissionError",
     "AmbiguousActionError",
     "ConfigurationError",
     "NomadActionsError",
     "PayloadError",
     "RPCError",
+    "SignalInputNotFoundError",
     "TemporalConnectionError",
     "UnknownActionError",
     "WorkflowAlreadyStartedError",
@@ -117,6 +120,22 @@ class ConfigurationError(NomadActionsError, ValueError):
     def __init__(self, message: str, key: str | None = None) -> None:
         super().__init__(message)
         self.key = key
+
+
+class ActionNotFoundError(NomadActionsError, LookupError):
+    """``nomad_actions.manager``: the action does not exist or belongs to another user.
+
+    Upstream NOMAD 2.0 does not tell the two apart either.
+    """
+
+
+class ActionNotRunningError(NomadActionsError):
+    """``nomad_actions.manager``: the operation needs a running action ("Action is not
+    running.", as upstream NOMAD 2.0)."""
+
+
+class SignalInputNotFoundError(NomadActionsError, LookupError):
+    """``submit_signal_input``: the action has no pending input request for that signal."""
 
 
 class TemporalConnectionError(NomadActionsError, ConnectionError):

@@ -160,6 +160,10 @@ def _actions_for_queue(
                 )
             continue
         if on_queue:
+            refusal = _nexus_refusal(action)
+            if refusal:
+                broken[action_id] = refusal
+                continue
             actions.append(action)
         for other_queue, activities in (action.task_queue_activities or {}).items():
             if resolve_task_queue(other_queue) == queue:
@@ -172,11 +176,32 @@ def _given_actions(actions: Sequence[Action | str]) -> tuple[list[Action], dict[
     loaded: list[Action] = []
     broken: dict[str, str] = {}
     for item in actions:
+        label = item if isinstance(item, str) else repr(item)
         try:
-            loaded.append(load_action(item) if isinstance(item, str) else as_action(item))
+            action = load_action(item) if isinstance(item, str) else as_action(item)
         except Exception as err:
-            broken[item if isinstance(item, str) else repr(item)] = _reason(err)
+            broken[label] = _reason(err)
+            continue
+        refusal = _nexus_refusal(action)
+        if refusal:
+            broken[label] = refusal
+        else:
+            loaded.append(action)
     return loaded, broken
+
+
+def _nexus_refusal(action: Action) -> str | None:
+    """Why the worker cannot run ``action``, when it has Nexus service handlers: sdk-core
+    0.10.1 can poll Nexus tasks, but this engine has no Nexus handler bridge, and serving the
+    action without them would leave its Nexus operations unanswered."""
+    handlers = getattr(action, "nexus_service_handlers", None) or []
+    if not handlers:
+        return None
+    names = ", ".join(sorted({type(h).__name__ for h in handlers}))
+    return (
+        f"it has nexus_service_handlers ({names}), which nomad-actions' worker does not run; "
+        "run this action on the official temporalio worker"
+    )
 
 
 def _handle_broken(queue: str, broken: dict[str, str], skip_broken: bool) -> None:
@@ -230,7 +255,8 @@ class Worker:
         config: where to connect; default `nomad_actions.get_config()`.
         data_converter: a custom temporalio `DataConverter` (Python path); default the
             Pydantic JSON converter, decoded in Rust.
-        interceptors: temporalio worker interceptors (workflow side).
+        interceptors: temporalio worker interceptors: their workflow interceptor classes
+            and their ``intercept_activity`` chains, run for every activity.
         deadlock_timeout: seconds a workflow activation may run without yielding; None
             disables detection.
         workflows, activities: extra workflow classes / activity functions to register.
@@ -373,6 +399,7 @@ class Worker:
                 heartbeat=self._record_heartbeat,
                 data_converter=None if not self.options.raw_payloads else data_converter,
                 client=client,
+                interceptors=interceptors,
                 **bridge_kwargs,
             )
             if self.activities
@@ -387,6 +414,19 @@ class Worker:
         self._drain_thread: threading.Thread | None = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+
+    def run_on_activity_loop(self, fn: Callable[[], Any], timeout: float = 60.0) -> Any:
+        """Runs ``fn()`` (a coroutine function) on the activities' event loop before
+        `run()`, for clients that bind to it (upstream NOMAD's ``init_async_mongo``).
+
+        Returns None without running it when the worker has no activities.
+
+        Raises:
+            TimeoutError: It took longer than ``timeout`` seconds.
+        """
+        if self._activity_bridge is None:
+            return None
+        return self._activity_bridge.run_coroutine(fn(), timeout)
 
     # -- callbacks from the activity bridge (any thread) --------------------------------
 

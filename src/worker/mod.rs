@@ -261,10 +261,7 @@ async fn create(
         shared: Arc::new(Shared {
             core: Mutex::new(Some(Arc::new(core))),
             options,
-            codec: config
-                .payload_secret
-                .as_deref()
-                .map(FernetCodec::from_secret),
+            codec: FernetCodec::for_config(&config),
             namespace: config.namespace,
             health,
             health_server: Mutex::new(health_server),
