@@ -116,6 +116,12 @@ def test_query_is_answered_by_the_server_not_the_memo(temporal: DevServer) -> No
         assert [r.workflow_id for r in rows] == [wid]
         assert rows[0].user_id == memo_owner  # the row itself still reads the memo
         assert list_actions(user_id=memo_owner) == []
+        # manager.list_user_actions (upstream 2.0's paging) finds runs the same way.
+        from nomad_actions.manager import list_user_actions
+
+        page = asyncio.run(list_user_actions(attribute_owner))
+        assert [i.action_instance_id for i in page.items] == [wid] and page.total == 1
+        assert asyncio.run(list_user_actions(memo_owner)).total == 0
     finally:
         terminate_action(wid)
 

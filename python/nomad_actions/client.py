@@ -789,13 +789,15 @@ def _list_page(
     )
 
 
-def _list(
+def _matching_rows(
     user_id: str | None,
     action_id: str | None,
     status: Any,
     limit: int,
     upload_id: str | None = None,
-) -> Op[list[ActionExecution]]:
+) -> Op[list[dict[str, Any]]]:
+    """The native rows of the matching runs (at most `limit`): by the search attributes
+    where the namespace has them, else by the memo scan. `manager` pages over these."""
     client = _client()
     config = get_config()
     available = yield from _search_attributes_available(client, config)
@@ -816,12 +818,22 @@ def _list(
             rows += page["executions"]
             token = page["next_page_token"]
             if not token or len(rows) >= limit:
-                return [ActionExecution._from_native(r) for r in rows[:limit]]
+                return rows[:limit]
         sa.remember(config, False)
         available = False
     _scan_reason(config, available, "listing scans every execution of the namespace")
     memo_filter = _memo_filter(user_id, action_id, upload_id)
-    rows = yield _scan_rows(client, status, memo_filter, limit)
+    return (yield _scan_rows(client, status, memo_filter, limit))
+
+
+def _list(
+    user_id: str | None,
+    action_id: str | None,
+    status: Any,
+    limit: int,
+    upload_id: str | None = None,
+) -> Op[list[ActionExecution]]:
+    rows = yield from _matching_rows(user_id, action_id, status, limit, upload_id)
     return [ActionExecution._from_native(row) for row in rows]
 
 
