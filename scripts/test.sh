@@ -24,7 +24,14 @@ PYTHON="${PYTHON:-python3}"
 ./scripts/install.sh
 PY="$VENV/bin/python"
 echo "==> installing test dependencies and test plugins"
-"$PY" -m pip install --quiet pytest pytest-timeout ruff cryptography hypothesis
+"$PY" -m pip install --quiet pytest pytest-timeout ruff cryptography hypothesis 'celery[redis]>=5.3'
+# The fork tests run a real celery prefork worker against a real Redis broker.
+if ! command -v redis-server >/dev/null; then
+    echo "==> installing redis-server (Debian)"
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq --no-install-recommends redis-server
+fi
 "$PY" -m pip install --quiet -e tests/plugins/nomad_actions_testplugin
 "$PY" -m pip install --quiet -e tests/plugins/nomad_actions_workerplugin
 "$PY" -m pip install --quiet -e tests/plugins/nomad_actions_procplugin

@@ -6,7 +6,8 @@
 //! `WorkflowService` calls of temporalio-client; payloads are converted in [`crate::payload`].
 
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pyo3::prelude::*;
@@ -15,18 +16,21 @@ use temporalio_client::{
     ClientTlsOptions, Connection, ConnectionOptions, RetryOptions, TlsOptions,
 };
 use temporalio_common::protos::temporal::api::common::v1::{
-    Memo, Priority, WorkflowExecution, WorkflowType,
+    Memo, Priority, SearchAttributes, WorkflowExecution, WorkflowType,
 };
 use temporalio_common::protos::temporal::api::enums::v1::{HistoryEventFilterType, TaskQueueKind};
 use temporalio_common::protos::temporal::api::failure::v1::{Failure, failure::FailureInfo};
 use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
+use temporalio_common::protos::temporal::api::operatorservice::v1::{
+    AddSearchAttributesRequest, ListSearchAttributesRequest,
+};
 use temporalio_common::protos::temporal::api::query::v1::WorkflowQuery;
 use temporalio_common::protos::temporal::api::taskqueue::v1::TaskQueue;
 use temporalio_common::protos::temporal::api::workflowservice::v1::{
-    DescribeWorkflowExecutionRequest, GetWorkflowExecutionHistoryRequest,
-    ListWorkflowExecutionsRequest, QueryWorkflowRequest, RequestCancelWorkflowExecutionRequest,
-    SignalWorkflowExecutionRequest, StartWorkflowExecutionRequest,
-    TerminateWorkflowExecutionRequest,
+    CountWorkflowExecutionsRequest, DescribeWorkflowExecutionRequest,
+    GetWorkflowExecutionHistoryRequest, ListWorkflowExecutionsRequest, QueryWorkflowRequest,
+    RequestCancelWorkflowExecutionRequest, SignalWorkflowExecutionRequest,
+    StartWorkflowExecutionRequest, TerminateWorkflowExecutionRequest,
 };
 use tokio::sync::OnceCell;
 use url::Url;
@@ -34,7 +38,7 @@ use url::Url;
 use crate::codec::FernetCodec;
 use crate::errors::EngineError;
 use crate::payload::{self, Json};
-use crate::runtime::call;
+use crate::runtime::{call, generation};
 
 /// TLS material for a connection; bytes, read from files by the Python side.
 #[derive(FromPyObject, Clone, Debug, Default, PartialEq, Eq, Hash)]
@@ -58,6 +62,8 @@ pub struct ConnectionConfig {
     pub identity: String,
     /// NOMAD API secret for payload encryption (None: payloads travel in plain JSON).
     pub payload_secret: Option<String>,
+    /// Bound on one client call (not on waiting for a result), see [`bounded`].
+    pub rpc_timeout_millis: u64,
     /// NOMAD 2.0's `temporal.payload_codec_key` (encrypts payloads, with its key id).
     pub payload_codec_key: Option<String>,
     /// The `encryption-key-id` written with payloads encrypted with `payload_codec_key`.
@@ -76,6 +82,7 @@ impl ConnectionConfig {
             connect_timeout_millis: 5000,
             identity: format!("{}@nomad-actions", std::process::id()),
             payload_secret: None,
+            rpc_timeout_millis: 10_000,
             payload_codec_key: None,
             payload_codec_key_id: "default".to_string(),
         }
@@ -141,13 +148,17 @@ impl ConnectionConfig {
 
 type ConnectionSlot = Arc<OnceCell<Connection>>;
 
-/// The process-wide connection cache. A slot is created per configuration; it stays empty
-/// until a connect succeeds, so a failed connect is retried on the next call.
-static CONNECTIONS: LazyLock<Mutex<HashMap<ConnectionConfig, ConnectionSlot>>> =
-    LazyLock::new(Default::default);
+/// The connection cache: a slot per configuration. A slot stays empty until a connect
+/// succeeds, so a failed connect is retried on the next call. It lives in the process's
+/// [`crate::runtime::Generation`]: a forked child starts with an empty one, because the
+/// parent's connections run on tasks of a runtime the child does not have.
+pub type ConnectionMap = HashMap<ConnectionConfig, ConnectionSlot>;
 
 fn slot(config: &ConnectionConfig) -> ConnectionSlot {
-    let mut map = CONNECTIONS.lock().unwrap_or_else(|p| p.into_inner());
+    let mut map = generation()
+        .connections
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     map.entry(config.clone()).or_default().clone()
 }
 
@@ -177,7 +188,10 @@ pub async fn connection(config: &ConnectionConfig) -> Result<Connection, EngineE
 
 /// Number of configurations with a live connection (for tests of the cache).
 pub fn open_connections() -> usize {
-    let map = CONNECTIONS.lock().unwrap_or_else(|p| p.into_inner());
+    let map = generation()
+        .connections
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     map.values().filter(|slot| slot.initialized()).count()
 }
 
@@ -233,6 +247,8 @@ pub struct StartRequest {
     pub task_queue: String,
     pub args: Vec<Json>,
     pub memo: HashMap<String, Json>,
+    /// Keyword search attributes (owner, action, upload), see [`keyword_search_attributes`].
+    pub search_attributes: HashMap<String, String>,
     /// Temporal's `Priority` (key 1-5, fairness key); None leaves the server's default.
     pub priority: Option<(i32, String)>,
 }
@@ -250,6 +266,11 @@ impl<'a, 'py> FromPyObject<'a, 'py> for StartRequest {
             task_queue: obj.get_item("task_queue")?.extract()?,
             args: obj.get_item("args")?.extract()?,
             memo: obj.get_item("memo")?.extract()?,
+            // Optional: absent when the namespace has no such attributes.
+            search_attributes: match obj.get_item("search_attributes") {
+                Ok(value) if !value.is_none() => value.extract()?,
+                _ => HashMap::new(),
+            },
             priority: match obj.get_item("priority") {
                 Ok(p) if !p.is_none() => Some(p.extract()?),
                 _ => None,
@@ -390,6 +411,7 @@ impl Client {
             // Idempotency key: a retried RPC does not start a second run.
             request_id: uuid::Uuid::new_v4().to_string(),
             memo: Some(memo),
+            search_attributes: keyword_search_attributes(&req.search_attributes),
             priority: req.priority.map(|(priority_key, fairness_key)| Priority {
                 priority_key,
                 fairness_key,
@@ -744,12 +766,15 @@ impl Client {
                 next_page_token: page_token.clone(),
                 query: query.clone(),
             };
-            let resp = svc
-                .list_workflow_executions(tonic::Request::new(request))
-                .await
-                .map_err(|s| {
-                    EngineError::from_status("ListWorkflowExecutions", s, "", &self.config)
-                })?
+            let page = async {
+                svc.list_workflow_executions(tonic::Request::new(request))
+                    .await
+                    .map_err(|s| {
+                        EngineError::from_status("ListWorkflowExecutions", s, "", &self.config)
+                    })
+            };
+            let resp = bounded(self, "ListWorkflowExecutions", page)
+                .await?
                 .into_inner();
             for info in resp.executions {
                 let memo = memo_values(info.memo.as_ref());
@@ -790,11 +815,155 @@ impl Client {
     }
 }
 
+/// `values` as Keyword search attributes (JSON strings, typed as temporalio types them), or
+/// None when there are none, so that a namespace without them still accepts the start.
+pub fn keyword_search_attributes(values: &HashMap<String, String>) -> Option<SearchAttributes> {
+    if values.is_empty() {
+        return None;
+    }
+    let indexed_fields = values
+        .iter()
+        .map(|(name, value)| {
+            let mut payload = payload::to_payload(&Value::String(value.clone()));
+            payload
+                .metadata
+                .insert("type".to_string(), b"Keyword".to_vec());
+            (name.clone(), payload)
+        })
+        .collect();
+    Some(SearchAttributes { indexed_fields })
+}
+
+/// One page of a visibility query.
+#[derive(IntoPyObject, Debug)]
+pub struct ExecutionPage {
+    pub executions: Vec<Execution>,
+    /// Empty on the last page.
+    pub next_page_token: Vec<u8>,
+}
+
+fn execution_of(
+    info: temporalio_common::protos::temporal::api::workflow::v1::WorkflowExecutionInfo,
+) -> Execution {
+    let execution = info.execution.unwrap_or_default();
+    let root_workflow_id = info
+        .root_execution
+        .map(|e| e.workflow_id)
+        .filter(|id| !id.is_empty())
+        .unwrap_or_else(|| execution.workflow_id.clone());
+    Execution {
+        root_workflow_id,
+        workflow_id: execution.workflow_id,
+        run_id: execution.run_id,
+        workflow_type: info.r#type.map(|t| t.name).unwrap_or_default(),
+        task_queue: info.task_queue,
+        status: info.status,
+        start_time: seconds!(info.start_time),
+        close_time: seconds!(info.close_time),
+        history_length: info.history_length,
+        memo: memo_values(info.memo.as_ref()),
+        pending_activities: Vec::new(),
+    }
+}
+
+/// Visibility queries and search-attribute administration: listing by the attributes the
+/// engine sets at start, instead of scanning the namespace.
+impl Client {
+    /// One page of executions matching a visibility `query` (server-side filtering).
+    pub async fn list_page(
+        &self,
+        query: String,
+        page_size: usize,
+        page_token: Vec<u8>,
+    ) -> Result<ExecutionPage, EngineError> {
+        let request = ListWorkflowExecutionsRequest {
+            namespace: self.ns(),
+            page_size: page_size.clamp(1, 1000) as i32,
+            next_page_token: page_token,
+            query,
+        };
+        let mut svc = self.conn().await?.workflow_service();
+        let resp = svc
+            .list_workflow_executions(tonic::Request::new(request))
+            .await
+            .map_err(|s| EngineError::from_status("ListWorkflowExecutions", s, "", &self.config))?
+            .into_inner();
+        Ok(ExecutionPage {
+            executions: resp.executions.into_iter().map(execution_of).collect(),
+            next_page_token: resp.next_page_token,
+        })
+    }
+
+    /// How many executions match a visibility `query`.
+    pub async fn count(&self, query: String) -> Result<i64, EngineError> {
+        let request = CountWorkflowExecutionsRequest {
+            namespace: self.ns(),
+            query,
+        };
+        let mut svc = self.conn().await?.workflow_service();
+        let resp = svc
+            .count_workflow_executions(tonic::Request::new(request))
+            .await
+            .map_err(|s| {
+                EngineError::from_status("CountWorkflowExecutions", s, "", &self.config)
+            })?;
+        Ok(resp.into_inner().count)
+    }
+
+    /// The namespace's custom search attributes: name -> `IndexedValueType` value.
+    pub async fn search_attributes(&self) -> Result<HashMap<String, i32>, EngineError> {
+        let request = ListSearchAttributesRequest {
+            namespace: self.ns(),
+        };
+        let mut svc = self.conn().await?.operator_service();
+        let resp = svc
+            .list_search_attributes(tonic::Request::new(request))
+            .await
+            .map_err(|s| EngineError::from_status("ListSearchAttributes", s, "", &self.config))?;
+        Ok(resp.into_inner().custom_attributes)
+    }
+
+    /// Register custom search attributes (name -> `IndexedValueType` value) on the namespace.
+    pub async fn add_search_attributes(
+        &self,
+        attributes: HashMap<String, i32>,
+    ) -> Result<(), EngineError> {
+        let request = AddSearchAttributesRequest {
+            search_attributes: attributes,
+            namespace: self.ns(),
+        };
+        let mut svc = self.conn().await?.operator_service();
+        svc.add_search_attributes(tonic::Request::new(request))
+            .await
+            .map_err(|s| EngineError::from_status("AddSearchAttributes", s, "", &self.config))?;
+        Ok(())
+    }
+}
+
 fn now_secs() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or_default()
+}
+
+/// `fut` (one client call: connect if needed, then the RPC) bounded by the configuration's
+/// RPC timeout. Over a stalled connection (a partition, a proxy that stopped forwarding)
+/// an RPC would wait forever; this turns that into the same error as a server that is
+/// down, naming the address. The connection survives and serves the next call.
+pub async fn bounded<T>(
+    client: &Client,
+    rpc: &'static str,
+    fut: impl Future<Output = Result<T, EngineError>>,
+) -> Result<T, EngineError> {
+    let millis = client.config.rpc_timeout_millis.max(1);
+    match tokio::time::timeout(Duration::from_millis(millis), fut).await {
+        Ok(out) => out,
+        Err(_) => Err(EngineError::Connect {
+            target: client.config.target(),
+            reason: format!("{rpc}: no answer within {millis} ms"),
+        }),
+    }
 }
 
 /// Python handle to a [`Client`]; every method takes `blocking` (sync API) or returns an
@@ -817,7 +986,7 @@ impl ClientRef {
     fn connect<'py>(&self, py: Python<'py>, blocking: bool) -> PyResult<Bound<'py, PyAny>> {
         let client = self.inner.clone();
         call(py, blocking, async move {
-            client.conn().await?;
+            bounded(&client, "Connect", client.conn()).await?;
             Ok(())
         })
     }
@@ -830,7 +999,12 @@ impl ClientRef {
     ) -> PyResult<Bound<'py, PyAny>> {
         let client = self.inner.clone();
         call(py, blocking, async move {
-            Ok(client.start_workflow(request).await?)
+            Ok(bounded(
+                &client,
+                "StartWorkflowExecution",
+                client.start_workflow(request),
+            )
+            .await?)
         })
     }
 
@@ -842,7 +1016,12 @@ impl ClientRef {
     ) -> PyResult<Bound<'py, PyAny>> {
         let client = self.inner.clone();
         call(py, blocking, async move {
-            Ok(client.describe(&workflow_id).await?)
+            Ok(bounded(
+                &client,
+                "DescribeWorkflowExecution",
+                client.describe(&workflow_id),
+            )
+            .await?)
         })
     }
 
@@ -879,7 +1058,12 @@ impl ClientRef {
     ) -> PyResult<Bound<'py, PyAny>> {
         let client = self.inner.clone();
         call(py, blocking, async move {
-            Ok(client.cancel(&workflow_id, reason).await?)
+            Ok(bounded(
+                &client,
+                "RequestCancelWorkflowExecution",
+                client.cancel(&workflow_id, reason),
+            )
+            .await?)
         })
     }
 
@@ -892,7 +1076,12 @@ impl ClientRef {
     ) -> PyResult<Bound<'py, PyAny>> {
         let client = self.inner.clone();
         call(py, blocking, async move {
-            Ok(client.terminate(&workflow_id, reason).await?)
+            Ok(bounded(
+                &client,
+                "TerminateWorkflowExecution",
+                client.terminate(&workflow_id, reason),
+            )
+            .await?)
         })
     }
 
@@ -907,7 +1096,12 @@ impl ClientRef {
         let client = self.inner.clone();
         let args = args.into_iter().map(|j| j.0).collect();
         call(py, blocking, async move {
-            Ok(client.signal(&workflow_id, signal_name, args).await?)
+            Ok(bounded(
+                &client,
+                "SignalWorkflowExecution",
+                client.signal(&workflow_id, signal_name, args),
+            )
+            .await?)
         })
     }
 
@@ -922,7 +1116,12 @@ impl ClientRef {
         let client = self.inner.clone();
         let args = args.into_iter().map(|j| j.0).collect();
         call(py, blocking, async move {
-            Ok(Json(client.query(&workflow_id, query_type, args).await?))
+            let answer = bounded(
+                &client,
+                "QueryWorkflow",
+                client.query(&workflow_id, query_type, args),
+            );
+            Ok(Json(answer.await?))
         })
     }
 
@@ -937,8 +1136,101 @@ impl ClientRef {
         let client = self.inner.clone();
         let filter = memo_filter.into_iter().map(|(k, v)| (k, v.0)).collect();
         call(py, blocking, async move {
+            // Each page is bounded inside: a scan of a large namespace takes many pages.
             Ok(client.list(query, filter, limit).await?)
         })
+    }
+
+    fn list_page<'py>(
+        &self,
+        py: Python<'py>,
+        query: String,
+        page_size: usize,
+        page_token: Vec<u8>,
+        blocking: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.inner.clone();
+        call(py, blocking, async move {
+            Ok(bounded(
+                &client,
+                "ListWorkflowExecutions",
+                client.list_page(query, page_size, page_token),
+            )
+            .await?)
+        })
+    }
+
+    fn count<'py>(
+        &self,
+        py: Python<'py>,
+        query: String,
+        blocking: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.inner.clone();
+        call(py, blocking, async move {
+            Ok(bounded(&client, "CountWorkflowExecutions", client.count(query)).await?)
+        })
+    }
+
+    fn search_attributes<'py>(
+        &self,
+        py: Python<'py>,
+        blocking: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.inner.clone();
+        call(py, blocking, async move {
+            Ok(bounded(&client, "ListSearchAttributes", client.search_attributes()).await?)
+        })
+    }
+
+    fn add_search_attributes<'py>(
+        &self,
+        py: Python<'py>,
+        attributes: HashMap<String, i32>,
+        blocking: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.inner.clone();
+        call(py, blocking, async move {
+            Ok(bounded(
+                &client,
+                "AddSearchAttributes",
+                client.add_search_attributes(attributes),
+            )
+            .await?)
+        })
+    }
+
+    /// Decrypt serialized `Payload`s with this configuration's codec (a temporalio
+    /// `PayloadCodec` in Python uses it, e.g. to replay histories); without a codec, and for
+    /// payloads that are not encrypted, the bytes come back as they are.
+    fn decode_payloads(
+        &self,
+        py: Python<'_>,
+        payloads: Vec<Vec<u8>>,
+    ) -> PyResult<Vec<Py<pyo3::types::PyBytes>>> {
+        use prost::Message;
+        use temporalio_common::protos::temporal::api::common::v1::Payload;
+        payloads
+            .into_iter()
+            .map(|bytes| {
+                let decoded = match &self.inner.codec {
+                    None => bytes,
+                    Some(codec) => {
+                        let payload = Payload::decode(bytes.as_slice()).map_err(|e| {
+                            pyo3::exceptions::PyValueError::new_err(format!(
+                                "not a serialized Payload: {e}"
+                            ))
+                        })?;
+                        let plain = codec.decode(payload).map_err(|e| EngineError::Payload {
+                            context: "decoding a history payload".into(),
+                            source: payload::PayloadError::from(e),
+                        })?;
+                        plain.encode_to_vec()
+                    }
+                };
+                Ok(pyo3::types::PyBytes::new(py, &decoded).unbind())
+            })
+            .collect()
     }
 
     /// The address this handle talks to (for error messages).

@@ -41,6 +41,17 @@ pub enum EngineError {
     /// Waiting for a result took longer than the caller allowed.
     #[error("timed out after {0:.1} s waiting for workflow {1:?}")]
     Timeout(f64, String),
+    /// A worker created in one process was used in a forked child, where its threads and
+    /// connections do not exist.
+    #[error(
+        "the worker for task queue {task_queue:?} was created in process {created_in} and \
+         cannot run in process {pid}, a fork of it: create the Worker in the child process"
+    )]
+    Forked {
+        task_queue: String,
+        created_in: u32,
+        pid: u32,
+    },
     /// Bad configuration (address, TLS material).
     #[error("invalid configuration: {0}")]
     Config(String),
@@ -65,6 +76,17 @@ impl EngineError {
                 target: config.target(),
                 reason: format!("{rpc} failed: {}", status.message()),
             },
+            // The connection broke under the call (reset, closed by a proxy): as unreachable.
+            // tonic says Cancelled when the HTTP/2 connection went away mid-call (the long
+            // poll of `result`, which the server may cancel, handles Cancelled before this).
+            Code::Unknown | Code::Cancelled
+                if code_is_cancelled(&status) || is_transport_failure(&status) =>
+            {
+                EngineError::Connect {
+                    target: config.target(),
+                    reason: format!("{rpc} failed: connection lost: {}", source_chain(&status)),
+                }
+            }
             Code::AlreadyExists => EngineError::AlreadyStarted(workflow_id.to_string()),
             code => EngineError::Rpc {
                 rpc,
@@ -73,6 +95,36 @@ impl EngineError {
             },
         }
     }
+}
+
+/// Whether a status stands for a broken connection rather than an answer of the server:
+/// tonic reports those as `Unknown` with the transport error as its source.
+fn is_transport_failure(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(err) = source {
+        if err.is::<tonic::transport::Error>() || err.is::<std::io::Error>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
+fn code_is_cancelled(status: &tonic::Status) -> bool {
+    status.code() == Code::Cancelled
+}
+
+fn source_chain(status: &tonic::Status) -> String {
+    let mut parts = vec![status.message().to_string()];
+    let mut source = std::error::Error::source(status);
+    while let Some(err) = source {
+        let text = err.to_string();
+        if !parts.contains(&text) {
+            parts.push(text);
+        }
+        source = err.source();
+    }
+    parts.join(": ")
 }
 
 /// Build an instance of `nomad_actions.errors.<class_name>(message)` and set keyword
@@ -145,6 +197,7 @@ impl From<EngineError> for PyErr {
                 EngineError::Timeout(..) => {
                     PyErr::new::<pyo3::exceptions::PyTimeoutError, _>(message)
                 }
+                EngineError::Forked { .. } => python_error(py, "WorkerForkedError", message, &[]),
                 EngineError::Config(_) => python_error(py, "ConfigurationError", message, &[]),
             }
         })

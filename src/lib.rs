@@ -23,6 +23,8 @@ pub mod _core {
     #[pymodule_export]
     use crate::codec::PayloadCodecRef;
     #[pymodule_export]
+    use crate::runtime::runtime_generations;
+    #[pymodule_export]
     use crate::telemetry::start_metrics_exporter;
     #[pymodule_export]
     use crate::worker::WorkerRef;
@@ -30,7 +32,6 @@ pub mod _core {
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-        crate::runtime::configure_runtime();
         Ok(())
     }
     use pyo3::prelude::*;

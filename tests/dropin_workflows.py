@@ -122,3 +122,19 @@ class BlockingWorkflow:
     async def run(self, seconds: float) -> str:
         time.sleep(seconds)
         return "woke up"
+
+
+@workflow.defn
+class LocalGreetingWorkflow:
+    """GreetingWorkflow with local activities (run by the workflow's own worker)."""
+
+    @workflow.run
+    async def run(self, name: str) -> str:
+        greeting = await workflow.execute_local_activity(
+            compose_greeting,
+            Greeting("Hello", name),
+            start_to_close_timeout=timedelta(seconds=10),
+        )
+        return await workflow.execute_local_activity(
+            shout, greeting, start_to_close_timeout=timedelta(seconds=10)
+        )

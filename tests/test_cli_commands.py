@@ -59,7 +59,7 @@ PROGRESS = "tests.progress_actions:progress_action"
 BROKEN = "nomad_actions_testplugin.actions:broken_action"
 NOT_AN_ACTION = "nomad_actions_testplugin.actions:not_an_action"
 SUBCOMMANDS = ["actions", "schema", "start", "status", "result", "cancel", "signal", "list"]
-SUBCOMMANDS += ["dev", "worker"]
+SUBCOMMANDS += ["setup", "replay", "dev", "worker"]
 
 # Generous: a loaded 2-core machine is slow, never wrong.
 TIMEOUT = 90.0

@@ -284,6 +284,11 @@ def test_dev_runs_finds_stops_and_persists(
 
     [row] = poll(listed, START_TIMEOUT, "the earlier run to be listed after the restart", dev.log)
     assert row["status"] == "COMPLETED" and row["action_id"] == GREET
+    # The dev server has the listing's search attributes (also after a restart on its db).
+    run = cli(dev_env, "setup")
+    assert run.returncode == 0, run.stderr
+    assert "Already registered on namespace default" in run.stdout
+    assert "NomadUserId, NomadActionId, NomadUploadId" in run.stdout
     run = cli(dev_env, "result", wid, "--json")
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["result"] == {"message": "Hello, Dev!", "count": 1}

@@ -23,6 +23,7 @@ from .dropin_workflows import (
     BlockingWorkflow,
     ChildWorkflow,
     GreetingWorkflow,
+    LocalGreetingWorkflow,
     LoopingWorkflow,
     MessagesWorkflow,
     ParentWorkflow,
@@ -284,5 +285,63 @@ def test_unsupported_options_are_named(server: DevServer) -> None:
             Worker(client, task_queue="q", workflows=[ChildWorkflow], no_such_option=1)
         with pytest.raises(ValueError, match="executor required"):
             Worker(client, task_queue="q", activities=[shout])
+
+    run(main())
+
+
+def test_no_remote_activities_runs_workflows_and_local_activities_only(server: DevServer) -> None:
+    """As temporalio's `no_remote_activities=True`: local activities run, remote activity
+    tasks of the queue are left for other workers."""
+
+    async def main() -> None:
+        client = await Client.connect(server.address)
+        tq = queue()
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            async with Worker(
+                client,
+                task_queue=tq,
+                workflows=[LocalGreetingWorkflow, GreetingWorkflow],
+                activities=[compose_greeting, shout],
+                activity_executor=pool,
+                no_remote_activities=True,
+            ):
+                local = await client.execute_workflow(
+                    LocalGreetingWorkflow.run,
+                    "Ada",
+                    id=f"local-{uuid.uuid4()}",
+                    task_queue=tq,
+                    execution_timeout=timedelta(seconds=60),
+                )
+                assert local == "HELLO, ADA!"
+                remote = await client.start_workflow(
+                    GreetingWorkflow.run, "Bo", id=f"remote-{uuid.uuid4()}", task_queue=tq
+                )
+                # The remote activity is scheduled but never started by this worker.
+                deadline = time.monotonic() + 30
+                pending: list = []
+                while time.monotonic() < deadline:
+                    desc = await remote.describe()
+                    pending = list(desc.raw_description.pending_activities)
+                    if pending:
+                        break
+                    await asyncio.sleep(0.2)
+                assert pending, "the remote activity was never scheduled"
+                await asyncio.sleep(3)
+                desc = await remote.describe()
+                (activity_info,) = desc.raw_description.pending_activities
+                assert activity_info.activity_type.name == "compose_greeting"
+                assert activity_info.attempt == 1 and not activity_info.HasField(
+                    "last_started_time"
+                )
+            # A worker that polls remote activities finishes it.
+            with concurrent.futures.ThreadPoolExecutor(2) as pool:
+                async with Worker(
+                    client,
+                    task_queue=tq,
+                    workflows=[GreetingWorkflow],
+                    activities=[compose_greeting, shout],
+                    activity_executor=pool,
+                ):
+                    assert await remote.result() == "HELLO, BO!"
 
     run(main())

@@ -42,6 +42,7 @@ from nomad_actions.errors import (
     RPCError,
     TemporalConnectionError,
     UnknownActionError,
+    WorkerForkedError,
     WorkflowAlreadyStartedError,
     WorkflowNotFoundError,
 )
@@ -75,6 +76,7 @@ __all__ = [
     "TemporalConnectionError",
     "TlsConfig",
     "UnknownActionError",
+    "WorkerForkedError",
     "WorkflowAlreadyStartedError",
     "WorkflowNotFoundError",
     "__version__",

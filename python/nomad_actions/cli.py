@@ -1056,12 +1056,16 @@ def _add_list(subparsers: Any) -> None:
         "list",
         help="list action runs, newest first",
         description=(
-            "List action runs, newest first. Temporal's list is eventually consistent: a "
-            "run started a moment ago may take a second to appear."
+            "List action runs, newest first, one page at a time, with the number of all "
+            "matches. The server filters by the search attributes NomadUserId, NomadActionId "
+            "and NomadUploadId (see `setup`); a namespace without them is scanned, with a "
+            "warning. Temporal's list is eventually consistent: a run started a moment ago "
+            "may take a second to appear."
         ),
     )
     _add_user_option(parser, "only this user's actions")
     parser.add_argument("--action", "-a", metavar="ACTION", help="only runs of this action id")
+    parser.add_argument("--upload", metavar="UPLOAD_ID", help="only runs for this upload id")
     parser.add_argument(
         "--status",
         "-s",
@@ -1071,7 +1075,18 @@ def _add_list(subparsers: Any) -> None:
         "TIMED_OUT, CONTINUED_AS_NEW (any case)",
     )
     parser.add_argument(
-        "--limit", "-n", type=_positive_int, default=20, metavar="N", help="at most N (default 20)"
+        "--limit",
+        "-n",
+        type=_positive_int,
+        default=20,
+        metavar="N",
+        help="page size: at most N (default 20)",
+    )
+    parser.add_argument(
+        "--cursor", metavar="CURSOR", help="show the page after this one (the printed cursor)"
+    )
+    parser.add_argument(
+        "--count", action="store_true", help="print only how many runs match, in all"
     )
     _add_json_option(parser)
     _add_connection_options(parser)
@@ -1079,12 +1094,27 @@ def _add_list(subparsers: Any) -> None:
 
 
 def _run_list(args: argparse.Namespace) -> int:
-    from nomad_actions.client import list_actions
+    from nomad_actions.client import list_actions_page
 
     _client_command(args)
-    runs = list_actions(
-        user_id=args.user, action_id=args.action, status=args.status, limit=args.limit
-    )
+    try:
+        page = list_actions_page(
+            user_id=args.user,
+            action_id=args.action,
+            upload_id=args.upload,
+            status=args.status,
+            page_size=min(args.limit, 1000),
+            cursor=args.cursor,
+        )
+    except ValueError as err:
+        raise CommandError(str(err), EXIT_USAGE) from None
+    runs = page.executions
+    if args.count:
+        if args.json:
+            _print_json({"total": page.total})
+        else:
+            _out(str(page.total))
+        return EXIT_OK
     if args.json:
         _print_json(
             [
@@ -1102,6 +1132,9 @@ def _run_list(args: argparse.Namespace) -> int:
                 for r in runs
             ]
         )
+        if page.next_cursor:
+            # stdout stays a JSON list (scripts parse it); the cursor is for people.
+            print(f"next page: --cursor {page.next_cursor}", file=sys.stderr)
         return EXIT_OK
     if not runs:
         _out("No action runs found.")
@@ -1111,7 +1144,141 @@ def _run_list(args: argparse.Namespace) -> int:
         for r in runs
     ]
     _out(_table(["WORKFLOW ID", "ACTION", "USER", "STATUS", "STARTED"], rows))
+    _out(f"{len(runs)} of {page.total} action runs")
+    if page.next_cursor:
+        _out(f"next page: --cursor {page.next_cursor}")
     return EXIT_OK
+
+
+# ---------------------------------------------------------------------- replay
+
+_SINCE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _since(text: str) -> datetime:
+    """`--since`: an age (`30m`, `2h`, `7d`) or an ISO 8601 time (UTC unless it says)."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text.strip())
+    if match:
+        seconds = float(match.group(1)) * _SINCE_UNITS[match.group(2)]
+        return datetime.fromtimestamp(time.time() - seconds, tz=timezone.utc)
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an age like 30m, 2h, 7d or an ISO time, got {text!r}"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _add_replay(subparsers: Any) -> None:
+    parser = _add_parser(
+        subparsers,
+        "replay",
+        help="check installed plugin code against running actions (non-determinism)",
+        description=(
+            "Fetch the histories of running actions (or, with --since, of those started since "
+            "then) from the server, decrypt them with the NOMAD API secret when one is set, "
+            "and replay them against the plugin code installed here with temporalio's "
+            "Replayer. Run it before deploying a plugin upgrade: it exits 1 naming each "
+            "workflow id that would fail with non-determinism, and why."
+        ),
+    )
+    parser.add_argument("--action", "-a", metavar="ACTION", help="only runs of this action id")
+    parser.add_argument(
+        "--since",
+        type=_since,
+        metavar="AGE|TIME",
+        help="replay runs started since then (30m, 2h, 7d or an ISO time), in any status; "
+        "default: the running ones",
+    )
+    parser.add_argument(
+        "--limit", "-n", type=_positive_int, default=100, metavar="N", help="at most N (100)"
+    )
+    parser.add_argument(
+        "--workflow-id",
+        "-w",
+        action="append",
+        default=[],
+        metavar="WORKFLOW_ID",
+        help="replay this run (repeatable) instead of selecting by --action/--since",
+    )
+    parser.add_argument(
+        "--unsandboxed", action="store_true", help="replay outside temporalio's sandbox"
+    )
+    _add_json_option(parser)
+    _add_connection_options(parser)
+    parser.set_defaults(handler=_run_replay)
+
+
+def _run_replay(args: argparse.Namespace) -> int:
+    from nomad_actions.replay import replay_actions
+
+    _client_command(args)
+    outcomes = replay_actions(
+        action_id=args.action,
+        since=args.since,
+        limit=args.limit,
+        workflow_ids=args.workflow_id,
+        sandboxed=not args.unsandboxed,
+    )
+    failed = [o for o in outcomes if not o.ok]
+    if args.json:
+        _print_json([dataclasses.asdict(o) for o in outcomes])
+        return EXIT_FAILURE if failed else EXIT_OK
+    if not outcomes:
+        _out("No action runs to replay.")
+        return EXIT_OK
+    for o in outcomes:
+        if o.ok:
+            _out(f"ok    {o.workflow_id} ({o.workflow_type})")
+    for o in failed:
+        kind = "non-determinism" if o.nondeterministic else "failed"
+        print(f"FAIL  {o.workflow_id} ({o.workflow_type}): {kind}: {o.error}", file=sys.stderr)
+    _out(f"{len(outcomes) - len(failed)} of {len(outcomes)} runs replay with the installed code")
+    return EXIT_FAILURE if failed else EXIT_OK
+
+
+# ---------------------------------------------------------------------- setup
+
+
+def _add_setup(subparsers: Any) -> None:
+    parser = _add_parser(
+        subparsers,
+        "setup",
+        help="register the search attributes actions are listed by",
+        description=(
+            "Register the Keyword search attributes NomadUserId, NomadActionId and "
+            "NomadUploadId on the namespace through Temporal's operator service, so that "
+            "listing actions queries them instead of scanning the namespace. Where the "
+            "credentials may not do that (Temporal Cloud, a restricted API key), it prints "
+            "the command an operator runs and exits 1."
+        ),
+    )
+    _add_json_option(parser)
+    _add_connection_options(parser)
+    parser.set_defaults(handler=_run_setup)
+
+
+def _run_setup(args: argparse.Namespace) -> int:
+    from nomad_actions.search_attributes import ensure_search_attributes
+
+    _client_command(args)
+    config = get_config()
+    outcome = ensure_search_attributes(config)
+    if args.json:
+        _print_json({**dataclasses.asdict(outcome), "ok": outcome.ok})
+        return EXIT_OK if outcome.ok else EXIT_FAILURE
+    where = f"namespace {config.namespace} at {config.address}"
+    if outcome.added:
+        _out(f"Registered {', '.join(outcome.added)} on {where}")
+    if outcome.present:
+        _out(f"Already registered on {where}: {', '.join(outcome.present)}")
+    if outcome.ok:
+        return EXIT_OK
+    raise CommandError(
+        f"could not register {', '.join(outcome.missing)} on {where}"
+        f" ({outcome.error or 'not permitted'}); run: {outcome.command}"
+    )
 
 
 # ---------------------------------------------------------------------- dev
@@ -1964,6 +2131,8 @@ _COMMANDS: list[Callable[[Any], None]] = [
     _add_cancel,
     _add_signal,
     _add_list,
+    _add_setup,
+    _add_replay,
     _add_dev,
     _add_worker,
     _add_config,

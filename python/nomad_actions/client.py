@@ -12,7 +12,9 @@ and `_async` drive it.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import sys
 import uuid
 from collections.abc import Callable, Generator, Sequence
 from datetime import datetime, timezone
@@ -24,12 +26,14 @@ import pydantic_core
 from temporalio.client import WorkflowExecutionStatus
 
 from nomad_actions import _core
+from nomad_actions import search_attributes as sa
 from nomad_actions.config import ConnectionConfig, get_config
 from nomad_actions.errors import (
     ActionFailedError,
     ActionInputError,
     ActionPermissionError,
     PayloadError,
+    RPCError,
 )
 from nomad_actions.progress import ProgressReport, progress_reports
 from nomad_actions.registry import (
@@ -40,7 +44,10 @@ from nomad_actions.registry import (
 
 __all__ = [
     "ActionExecution",
+    "ActionPage",
     "ActionProgress",
+    "count_actions",
+    "count_actions_async",
     "get_action_progress",
     "get_action_progress_async",
     "get_action_result",
@@ -49,6 +56,8 @@ __all__ = [
     "get_action_status_async",
     "list_actions",
     "list_actions_async",
+    "list_actions_page",
+    "list_actions_page_async",
     "query_action",
     "query_action_async",
     "signal_action",
@@ -244,6 +253,73 @@ def _prepare_start(
     }
 
 
+def _fallback(first: NativeCall, on_error: Callable[[Exception], NativeCall | None]) -> NativeCall:
+    """A native call that runs `on_error(err)`'s call instead when `first` fails and
+    `on_error` offers one (else the error propagates); sync and async alike."""
+
+    def call(blocking: bool) -> Any:
+        if blocking:
+            try:
+                return first(True)
+            except Exception as err:
+                alternative = on_error(err)
+                if alternative is None:
+                    raise
+                return alternative(True)
+
+        async def run() -> Any:
+            try:
+                return await first(False)
+            except Exception as err:
+                alternative = on_error(err)
+                if alternative is None:
+                    raise
+                return await alternative(False)
+
+        return run()
+
+    return call
+
+
+def _constant(value: Any) -> NativeCall:
+    async def later() -> Any:
+        return value
+
+    return lambda blocking: value if blocking else later()
+
+
+def _search_attributes_available(client: Any, config: ConnectionConfig) -> Op[bool | None]:
+    """Whether the namespace has our search attributes: True, False, or None when it
+    cannot tell (the credentials may not list them; then a start tries them)."""
+    known = sa.known_available(config)
+    if known is not None:
+        return known
+    registered = yield _fallback(
+        lambda blocking: client.search_attributes(blocking),
+        lambda err: _constant(None) if isinstance(err, RPCError) else None,
+    )
+    if registered is None:
+        return None
+    available = not sa.missing_from(registered)
+    sa.remember(config, available)
+    return available
+
+
+def _search_attribute_values(request: dict[str, Any]) -> dict[str, str]:
+    memo = request["memo"]
+    values = {sa.USER_ID: str(memo[MEMO_USER_ID]), sa.ACTION_ID: str(memo[MEMO_ACTION_ID])}
+    upload_id = memo.get(MEMO_UPLOAD_ID)
+    if upload_id:
+        values[sa.UPLOAD_ID] = str(upload_id)
+    return values
+
+
+def _upload_id_of(request: dict[str, Any]) -> str | None:
+    arg = request["args"][0] if request["args"] else None
+    value = arg.get("upload_id") if isinstance(arg, dict) else None
+    return None if value is None else str(value)
+
+
 def _priority(entry_point: Any, user_id: str) -> tuple[int, str] | None:
     """Temporal's Priority from the entry point, as upstream NOMAD 2.0 sends it: the
     entry point's ``priority_key`` (1 highest .. 5), and the user id as fairness key when
@@ -259,8 +335,29 @@ def _start(
     action_id: Any, data: Any, action_name: Any, workflow_id: Any, user_groups: Any
 ) -> Op[str]:
     request = _prepare_start(action_id, data, action_name, workflow_id, user_groups)
+    upload_id = _upload_id_of(request)
+    if upload_id:
+        request["memo"].setdefault(MEMO_UPLOAD_ID, upload_id)
     client = _client()
-    yield lambda blocking: client.start_workflow(request, blocking)
+    config = get_config()
+    available = yield from _search_attributes_available(client, config)
+    if available is False:
+        sa.warn_missing(config, "actions are started with the memo only")
+        yield lambda blocking: client.start_workflow(request, blocking)
+        return request["workflow_id"]
+    with_attributes = {**request, "search_attributes": _search_attribute_values(request)}
+
+    def without_attributes(err: Exception) -> NativeCall | None:
+        # Only when we could not check first: a namespace without them refuses the start.
+        if available is not None or not sa.is_unknown_attribute_error(err):
+            return None
+        sa.remember(config, False)
+        sa.warn_missing(config, "actions are started with the memo only")
+        return lambda blocking: client.start_workflow(request, blocking)
+
+    yield _fallback(
+        lambda blocking: client.start_workflow(with_attributes, blocking), without_attributes
+    )
     return request["workflow_id"]
 
 
@@ -552,17 +649,191 @@ def _status_filter(status: WorkflowExecutionStatus | str | int) -> str:
     return f'ExecutionStatus="{_STATUS_QUERY_NAMES[WorkflowExecutionStatus(status)]}"'
 
 
-def _list(
-    user_id: str | None, action_id: str | None, status: Any, limit: int
-) -> Op[list[ActionExecution]]:
-    query = "" if status is None else _status_filter(status)
+def _visibility_query(
+    user_id: str | None, action_id: str | None, upload_id: str | None, status: Any
+) -> str | None:
+    """The server-side filter over our search attributes; None when a value cannot be
+    written in the filter language (see `search_attributes.query_value`)."""
+    terms = []
+    filters = ((sa.USER_ID, user_id), (sa.ACTION_ID, action_id), (sa.UPLOAD_ID, upload_id))
+    for name, value in filters:
+        if value is None:
+            continue
+        literal = sa.query_value(value)
+        if literal is None:
+            return None
+        terms.append(f"{name} = {literal}")
+    if status is not None:
+        terms.append(_status_filter(status))
+    if not terms:
+        # Every action run carries its action id; other workflows of the namespace do not.
+        terms.append(f"{sa.ACTION_ID} IS NOT NULL")
+    return " AND ".join(terms)
+
+
+def _scan_reason(config: ConnectionConfig, available: bool | None, what: str) -> None:
+    """Say why a listing scans: only a namespace without the attributes is worth a warning
+    (a value the filter cannot express is a rare, correct, slower path)."""
+    if available is False:
+        sa.warn_missing(config, what)
+
+
+def _memo_filter(
+    user_id: str | None, action_id: str | None, upload_id: str | None
+) -> dict[str, Any]:
     memo_filter: dict[str, Any] = {}
     if user_id is not None:
         memo_filter[MEMO_USER_ID] = str(user_id)
     if action_id is not None:
         memo_filter[MEMO_ACTION_ID] = action_id
+    if upload_id is not None:
+        memo_filter[MEMO_UPLOAD_ID] = upload_id
+    return memo_filter
+
+
+@dataclasses.dataclass(frozen=True)
+class ActionPage:
+    """One page of `list_actions_page`.
+
+    Attributes:
+        executions: the runs of this page, newest first.
+        next_cursor: pass it as `cursor` for the next page; None on the last one.
+        total: how many runs match in all (every page together).
+    """
+
+    executions: list[ActionExecution]
+    next_cursor: str | None
+    total: int
+
+
+# A cursor names how the page was made: "q:" + the server's page token (query by search
+# attributes) or "s:" + an offset (the scan of a namespace without them).
+_QUERY_CURSOR = "q:"
+_SCAN_CURSOR = "s:"
+
+
+def _decode_cursor(cursor: str | None) -> tuple[str, bytes | int]:
+    if not cursor:
+        return "", b""
+    try:
+        if cursor.startswith(_QUERY_CURSOR):
+            return _QUERY_CURSOR, base64.urlsafe_b64decode(cursor[len(_QUERY_CURSOR) :])
+        if cursor.startswith(_SCAN_CURSOR):
+            return _SCAN_CURSOR, int(cursor[len(_SCAN_CURSOR) :])
+    except ValueError:
+        pass
+    raise ValueError(f"Invalid list cursor {cursor!r}: pass the next_cursor of a previous page")
+
+
+def _scan_rows(client: Any, status: Any, memo_filter: dict[str, Any], limit: int) -> NativeCall:
+    query = "" if status is None else _status_filter(status)
+    return lambda blocking: client.list(query, memo_filter, limit, blocking)
+
+
+def _unknown_attribute_to(value: Any) -> Callable[[Exception], NativeCall | None]:
+    """on_error for `_fallback`: a query naming an unregistered attribute yields `value`."""
+    return lambda err: _constant(value) if sa.is_unknown_attribute_error(err) else None
+
+
+_MISSING = object()
+
+
+def _list_page(
+    user_id: str | None,
+    action_id: str | None,
+    upload_id: str | None,
+    status: Any,
+    page_size: int,
+    cursor: str | None,
+) -> Op[ActionPage]:
+    if not 1 <= page_size <= 1000:
+        raise ValueError(f"page_size must be between 1 and 1000, got {page_size}")
+    kind, position = _decode_cursor(cursor)
     client = _client()
-    rows = yield lambda blocking: client.list(query, memo_filter, limit, blocking)
+    config = get_config()
+    available = (
+        None if kind == _SCAN_CURSOR else (yield from _search_attributes_available(client, config))
+    )
+    query = _visibility_query(user_id, action_id, upload_id, status)
+    if available is not False and kind != _SCAN_CURSOR and query is not None:
+        token = position if isinstance(position, bytes) else b""
+        page = yield _fallback(
+            lambda blocking: client.list_page(query, page_size, token, blocking),
+            _unknown_attribute_to(_MISSING),
+        )
+        if page is not _MISSING:
+            total = yield lambda blocking: client.count(query, blocking)
+            next_token = page["next_page_token"]
+            return ActionPage(
+                executions=[ActionExecution._from_native(r) for r in page["executions"]],
+                next_cursor=(
+                    _QUERY_CURSOR + base64.urlsafe_b64encode(next_token).decode()
+                    if next_token
+                    else None
+                ),
+                total=int(total),
+            )
+        sa.remember(config, False)
+        available = False
+    _scan_reason(config, available, "listing scans every execution of the namespace")
+    offset = position if isinstance(position, int) else 0
+    memo_filter = _memo_filter(user_id, action_id, upload_id)
+    # The scan reads everything anyway; the whole match gives the total.
+    rows = yield _scan_rows(client, status, memo_filter, sys.maxsize)
+    page_rows = rows[offset : offset + page_size]
+    end = offset + len(page_rows)
+    return ActionPage(
+        executions=[ActionExecution._from_native(r) for r in page_rows],
+        next_cursor=f"{_SCAN_CURSOR}{end}" if end < len(rows) else None,
+        total=len(rows),
+    )
+
+
+def _matching_rows(
+    user_id: str | None,
+    action_id: str | None,
+    status: Any,
+    limit: int,
+    upload_id: str | None = None,
+) -> Op[list[dict[str, Any]]]:
+    """The native rows of the matching runs (at most `limit`): by the search attributes
+    where the namespace has them, else by the memo scan. `manager` pages over these."""
+    client = _client()
+    config = get_config()
+    available = yield from _search_attributes_available(client, config)
+    query = _visibility_query(user_id, action_id, upload_id, status)
+    if available is not False and query is not None:
+        rows: list[Any] = []
+        token = b""
+        while True:
+            size = min(limit - len(rows), 1000)
+            page = yield _fallback(
+                lambda blocking, size=size, token=token: client.list_page(
+                    query, size, token, blocking
+                ),
+                _unknown_attribute_to(_MISSING),
+            )
+            if page is _MISSING:
+                break
+            rows += page["executions"]
+            token = page["next_page_token"]
+            if not token or len(rows) >= limit:
+                return rows[:limit]
+        sa.remember(config, False)
+        available = False
+    _scan_reason(config, available, "listing scans every execution of the namespace")
+    memo_filter = _memo_filter(user_id, action_id, upload_id)
+    return (yield _scan_rows(client, status, memo_filter, limit))
+
+
+def _list(
+    user_id: str | None,
+    action_id: str | None,
+    status: Any,
+    limit: int,
+    upload_id: str | None = None,
+) -> Op[list[ActionExecution]]:
+    rows = yield from _matching_rows(user_id, action_id, status, limit, upload_id)
     return [ActionExecution._from_native(row) for row in rows]
 
 
@@ -571,19 +842,25 @@ def list_actions(
     action_id: str | None = None,
     status: WorkflowExecutionStatus | str | None = None,
     limit: int = 100,
+    upload_id: str | None = None,
 ) -> list[ActionExecution]:
     """List action runs, newest first.
+
+    The server filters by the search attributes recorded at start (see
+    `nomad_actions.search_attributes`); a namespace without them is scanned instead,
+    with a warning in the log.
 
     Args:
         user_id: only this user's actions.
         action_id: only runs of this action.
         status: only runs in this status (enum or its name, e.g. 'RUNNING').
         limit: at most this many.
+        upload_id: only runs started with this `upload_id` in their input.
 
     Note: Temporal's list is eventually consistent; a just-started action can take a
     moment to appear.
     """
-    return _sync(_list(user_id, action_id, status, limit))
+    return _sync(_list(user_id, action_id, status, limit, upload_id))
 
 
 async def list_actions_async(
@@ -591,9 +868,85 @@ async def list_actions_async(
     action_id: str | None = None,
     status: WorkflowExecutionStatus | str | None = None,
     limit: int = 100,
+    upload_id: str | None = None,
 ) -> list[ActionExecution]:
     """Async twin of `list_actions`."""
-    return await _async(_list(user_id, action_id, status, limit))
+    return await _async(_list(user_id, action_id, status, limit, upload_id))
+
+
+def list_actions_page(
+    user_id: str | None = None,
+    action_id: str | None = None,
+    upload_id: str | None = None,
+    status: WorkflowExecutionStatus | str | None = None,
+    page_size: int = 20,
+    cursor: str | None = None,
+) -> ActionPage:
+    """One page of action runs, newest first, with the total count of matches.
+
+    Args:
+        user_id, action_id, upload_id, status: filters, as for `list_actions`.
+        page_size: runs per page (1-1000).
+        cursor: the `next_cursor` of the previous page; None for the first.
+
+    Raises:
+        ValueError: `page_size` is out of range, or the cursor is not one of ours.
+    """
+    return _sync(_list_page(user_id, action_id, upload_id, status, page_size, cursor))
+
+
+async def list_actions_page_async(
+    user_id: str | None = None,
+    action_id: str | None = None,
+    upload_id: str | None = None,
+    status: WorkflowExecutionStatus | str | None = None,
+    page_size: int = 20,
+    cursor: str | None = None,
+) -> ActionPage:
+    """Async twin of `list_actions_page`."""
+    return await _async(_list_page(user_id, action_id, upload_id, status, page_size, cursor))
+
+
+def _count(
+    user_id: str | None, action_id: str | None, upload_id: str | None, status: Any
+) -> Op[int]:
+    client = _client()
+    config = get_config()
+    available = yield from _search_attributes_available(client, config)
+    query = _visibility_query(user_id, action_id, upload_id, status)
+    if available is not False and query is not None:
+        total = yield _fallback(
+            lambda blocking: client.count(query, blocking), _unknown_attribute_to(_MISSING)
+        )
+        if total is not _MISSING:
+            return int(total)
+        sa.remember(config, False)
+        available = False
+    _scan_reason(config, available, "counting scans every execution of the namespace")
+    rows = yield _scan_rows(
+        client, status, _memo_filter(user_id, action_id, upload_id), sys.maxsize
+    )
+    return len(rows)
+
+
+def count_actions(
+    user_id: str | None = None,
+    action_id: str | None = None,
+    upload_id: str | None = None,
+    status: WorkflowExecutionStatus | str | None = None,
+) -> int:
+    """How many action runs match the filters (as for `list_actions`)."""
+    return _sync(_count(user_id, action_id, upload_id, status))
+
+
+async def count_actions_async(
+    user_id: str | None = None,
+    action_id: str | None = None,
+    upload_id: str | None = None,
+    status: WorkflowExecutionStatus | str | None = None,
+) -> int:
+    """Async twin of `count_actions`."""
+    return await _async(_count(user_id, action_id, upload_id, status))
 
 
 @dataclasses.dataclass(frozen=True)

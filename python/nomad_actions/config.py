@@ -39,6 +39,8 @@ DEFAULT_HOST = "localhost"
 DEFAULT_PORT = 7233
 DEFAULT_NAMESPACE = "default"
 DEFAULT_CONNECT_TIMEOUT_MILLIS = 5000
+#: How long a client call (start, describe, signal, list, ...) may wait for its answer.
+DEFAULT_RPC_TIMEOUT_MILLIS = 10_000
 
 ENV_HOST = "NOMAD_TEMPORAL_HOST"
 ENV_PORT = "NOMAD_TEMPORAL_PORT"
@@ -135,6 +137,9 @@ class ConnectionConfig:
         api_secret: NOMAD API secret; payloads are encrypted with it (upstream NOMAD's
             Fernet codec) unless ``development`` is set.
         development: NOMAD development mode: payloads travel as plain JSON.
+        rpc_timeout_millis: How long a client call may wait for the server's answer before
+            it fails with ``TemporalConnectionError`` (a stalled connection, a partition);
+            waiting for a result is bounded by its own ``timeout`` instead.
         payload_codec_key: upstream 2.0's ``temporal.payload_codec_key``: when set, payloads
             are encrypted with it (also in development mode) and carry
             ``payload_codec_key_id`` in their ``encryption-key-id`` metadata.
@@ -151,6 +156,7 @@ class ConnectionConfig:
     identity: str = field(default_factory=_default_identity)
     api_secret: str | None = field(default=None, repr=False)
     development: bool = False
+    rpc_timeout_millis: int = DEFAULT_RPC_TIMEOUT_MILLIS
     payload_codec_key: str | None = field(default=None, repr=False)
     payload_codec_key_id: str = DEFAULT_PAYLOAD_CODEC_KEY_ID
 
@@ -180,6 +186,10 @@ class ConnectionConfig:
         if self.connect_timeout_millis <= 0:
             raise ValueError(
                 f"connect_timeout_millis must be positive, got {self.connect_timeout_millis!r}"
+            )
+        if self.rpc_timeout_millis <= 0:
+            raise ValueError(
+                f"rpc_timeout_millis must be positive, got {self.rpc_timeout_millis!r}"
             )
 
     def require_payload_security(self) -> None:
@@ -368,6 +378,7 @@ def configure(
     tls_server_name: str | None = None,
     api_secret: str | None = None,
     development: bool | None = None,
+    rpc_timeout: float | None = None,
     payload_codec_key: str | None = None,
     payload_codec_key_id: str | None = None,
 ) -> ConnectionConfig:
@@ -391,6 +402,7 @@ def configure(
         tls_server_name: Server name to verify; implies TLS.
         api_secret: NOMAD API secret for payload encryption; an empty string removes it.
         development: True for NOMAD development mode (no payload encryption).
+        rpc_timeout: Seconds a client call may wait for the server's answer (default 10).
         payload_codec_key: upstream 2.0's payload codec key (encrypts payloads, also in
             development mode); an empty string removes it.
         payload_codec_key_id: the key id written with payloads encrypted with it.
@@ -427,6 +439,10 @@ def configure(
         if not connect_timeout > 0:
             raise ValueError(f"connect_timeout must be positive seconds, got {connect_timeout!r}")
         changes["connect_timeout_millis"] = max(1, round(connect_timeout * 1000))
+    if rpc_timeout is not None:
+        if not rpc_timeout > 0:
+            raise ValueError(f"rpc_timeout must be positive seconds, got {rpc_timeout!r}")
+        changes["rpc_timeout_millis"] = max(1, round(rpc_timeout * 1000))
 
     tls_changes: dict[str, Any] = {}
     if tls_server_ca_cert_path is not None:

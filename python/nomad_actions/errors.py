@@ -28,6 +28,7 @@ __all__ = [
     "TemporalConnectionError",
     "UnknownActionError",
     "WorkflowAlreadyStartedError",
+    "WorkerForkedError",
     "WorkflowNotFoundError",
 ]
 
@@ -139,6 +140,15 @@ class SignalInputNotFoundError(NomadActionsError, LookupError):
 
 class TemporalConnectionError(NomadActionsError, ConnectionError):
     """The Temporal server could not be reached."""
+
+
+class WorkerForkedError(NomadActionsError, RuntimeError):
+    """A `Worker` created before `os.fork()` was run in the child process.
+
+    Its threads and connections stay behind in the parent; create the worker in the child.
+    The client functions (`start_action`, ...) need no such care: they notice the fork and
+    open a fresh runtime and connection in the child.
+    """
 
 
 class ActionFailedError(NomadActionsError):

@@ -39,7 +39,6 @@ from nomad_actions import client as _client_mod
 from nomad_actions.client import (
     MEMO_ACTION_ID,
     MEMO_UPLOAD_ID,
-    MEMO_USER_ID,
     Op,
     _async,
     _sync,
@@ -520,13 +519,11 @@ def _list_owned(
     if not 1 <= page_size <= 100:
         raise ValueError("page_size must be between 1 and 100.")
     before = _decode_cursor(cursor) if cursor is not None else None
-    memo_filter: dict[str, Any] = {MEMO_USER_ID: str(user_id)}
-    if upload_id is not None:
-        memo_filter[MEMO_UPLOAD_ID] = upload_id
-    native = _client_mod._client()
-    # All of the user's rows, sorted here: the server's list order is not by start time on
-    # every visibility store, and the cursor is a start time, as upstream's created_at.
-    rows = yield lambda blocking: native.list("", memo_filter, _MAX_LISTED, blocking)
+    # All of the user's rows (found by the search attributes, so the cost follows the
+    # user's own runs, not the namespace), sorted here: the server's list order is not by
+    # start time on every visibility store, and the cursor is a start time, as upstream's
+    # created_at.
+    rows = yield from _client_mod._matching_rows(str(user_id), None, None, _MAX_LISTED, upload_id)
     rows = sorted(rows, key=lambda r: r["start_time"] or 0.0, reverse=True)
     total = len(rows)
     if before is not None:

@@ -152,10 +152,6 @@ class Worker:
             raise UnsupportedOptionError(
                 f"nomad-actions' Worker does not support: {', '.join(refused)}"
             )
-        if no_remote_activities and activities:
-            raise UnsupportedOptionError(
-                "no_remote_activities: local-only activities are not supported"
-            )
         sync_activities = any(not asyncio.iscoroutinefunction(a) for a in activities)
         if sync_activities and activity_executor is None:
             # The official worker requires an executor for sync activities; keep that rule.
@@ -180,6 +176,7 @@ class Worker:
             max_heartbeat_throttle_interval=max_heartbeat_throttle_interval,
             default_heartbeat_throttle_interval=default_heartbeat_throttle_interval,
             client=client,
+            no_remote_activities=no_remote_activities,
         )
         self._task: asyncio.Task[None] | None = None
 

@@ -61,6 +61,9 @@ class DevServer:
         namespace: namespace the server creates (besides `default`).
         log_path: where the server's output goes; a temporary file by default.
         headless: run without the Web UI.
+        extra_args: more `temporal server start-dev` options.
+        search_attributes: register the engine's search attributes (`NomadUserId`, ...;
+            see `nomad_actions.search_attributes`); False gives a namespace without them.
 
     Use as a context manager, or call `start()` / `stop()`.
     """
@@ -74,6 +77,7 @@ class DevServer:
         log_path: str | os.PathLike[str] | None = None,
         headless: bool = True,
         extra_args: list[str] | None = None,
+        search_attributes: bool = True,
     ) -> None:
         self.host = "127.0.0.1"
         self.port = port or free_port()
@@ -82,6 +86,7 @@ class DevServer:
         self.namespace = namespace
         self.headless = headless
         self.extra_args = list(extra_args or [])
+        self.search_attributes = search_attributes
         if log_path is None:
             fd, log_path = tempfile.mkstemp(prefix="temporal-dev-", suffix=".log")
             os.close(fd)
@@ -119,6 +124,10 @@ class DevServer:
             cmd += ["--namespace", self.namespace]
         if self.db_filename:
             cmd += ["--db-filename", self.db_filename]
+        if self.search_attributes:
+            from nomad_actions.search_attributes import dev_server_arguments
+
+            cmd += dev_server_arguments()
         return cmd + self.extra_args
 
     def start(self, timeout: float = 60.0) -> DevServer:

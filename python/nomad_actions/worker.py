@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import threading
 import time
@@ -26,7 +27,7 @@ from nomad_actions import _core
 from nomad_actions.action import Action, as_action
 from nomad_actions.activity_bridge import ActivityBridge
 from nomad_actions.config import ConnectionConfig, TaskQueue, get_config, task_queue_name
-from nomad_actions.errors import ActionLoadError, TemporalConnectionError
+from nomad_actions.errors import ActionLoadError, TemporalConnectionError, WorkerForkedError
 from nomad_actions.registry import get_actions, get_broken_entry_points, load_action
 from nomad_actions.workflow_bridge import WorkflowBridge
 
@@ -81,6 +82,8 @@ class WorkerOptions:
     max_heartbeat_throttle_millis: int = 60_000
     default_heartbeat_throttle_millis: int = 30_000
     raw_payloads: bool = False
+    #: False: activities run only as local activities (temporalio's no_remote_activities).
+    enable_remote_activities: bool = True
     build_id: str = field(default_factory=lambda: f"nomad-actions-{_core.__version__}")
     health_address: str | None = None
     tuner: TunerOptions | None = None
@@ -265,6 +268,8 @@ class Worker:
         skip_broken: log and skip broken action entry points (failing to import or to load,
             or an invalid workflow or activity) instead of refusing to start. Only entry points
             on this task queue count, and those that fail to import (their queue is unknown).
+        no_remote_activities: poll no activity tasks from the server; the activities run
+            only as local activities of this worker's workflows.
         tuner: settings of the resource-based activity slots, used when
             `max_concurrent_activities` is None.
         health_address: `host:port` to serve `GET /health` at while running (200 `OK` while
@@ -288,7 +293,8 @@ class Worker:
     handle: its pollers retry until the server is back, and the worker carries on.
 
     `run()` blocks until SIGTERM/SIGINT or `shutdown()`; `await run_async()` is the async
-    form; `with Worker(...):` runs it in a background thread.
+    form; `with Worker(...):` runs it in a background thread. A worker belongs to the
+    process that created it: run in a forked child, it raises `WorkerForkedError`.
     """
 
     def __init__(
@@ -314,6 +320,7 @@ class Worker:
         default_heartbeat_throttle_interval: float | timedelta = 30.0,
         client: Any = None,
         skip_broken: bool = False,
+        no_remote_activities: bool = False,
         tuner: TunerOptions | None = None,
         health_address: str | None = None,
         metrics_bind_address: str | None = None,
@@ -359,6 +366,7 @@ class Worker:
                 _seconds(default_heartbeat_throttle_interval) * 1000
             ),
             raw_payloads=not _is_fast_converter(data_converter),
+            enable_remote_activities=not no_remote_activities,
             health_address=health_address,
             tuner=(tuner or TunerOptions()) if max_concurrent_activities is None else None,
         )
@@ -398,6 +406,8 @@ class Worker:
             else None
         )
         self._ref: Any = None
+        # Its bridges' threads and pools belong to this process (see _check_process).
+        self._pid = os.getpid()
         self._started = threading.Event()
         self._stopping = threading.Event()
         self._finished = threading.Event()
@@ -427,6 +437,17 @@ class Worker:
         self._ref.record_heartbeat(token, details)
 
     # -- lifecycle --------------------------------------------------------------------
+
+    def _check_process(self) -> None:
+        """Refuse to run in a forked child: the activity thread pool, the workflow
+        bridge's threads and any native worker stay behind in the parent, so the worker
+        would hang there instead of failing."""
+        if os.getpid() != self._pid:
+            raise WorkerForkedError(
+                f'The Worker for task queue "{self.task_queue}" was created in process '
+                f"{self._pid} and cannot run in process {os.getpid()}, a fork of it: "
+                "create the Worker in the child process"
+            )
 
     @property
     def health_address(self) -> str | None:
@@ -463,6 +484,35 @@ class Worker:
             self._workflow_bridge.evict_all()
         self._finished.set()
         logger.info("Worker on %s stopped", self.task_queue)
+
+    def _register_search_attributes(self) -> None:
+        """Register the engine's search attributes on the namespace where permitted (so
+        listing queries them instead of scanning); log what to run where not. Never fails
+        the worker: actions run without them too."""
+        from nomad_actions.search_attributes import ensure_search_attributes
+
+        try:
+            outcome = ensure_search_attributes(self.config)
+        except Exception as err:
+            logger.warning(
+                "Could not check the search attributes of %s: %s", self.config.address, err
+            )
+            return
+        if outcome.added:
+            logger.info(
+                "Registered search attributes %s on namespace %s",
+                ", ".join(outcome.added),
+                self.config.namespace,
+            )
+        if not outcome.ok:
+            logger.warning(
+                "Namespace %s lacks the search attributes %s (%s); listing actions scans the "
+                "namespace until an operator runs: %s",
+                self.config.namespace,
+                ", ".join(outcome.missing),
+                outcome.error or "not registered",
+                outcome.command,
+            )
 
     def _retry_delay(self, attempt: int, err: BaseException) -> float:
         """Log a failed attempt to reach the server; return the delay before the next one."""
@@ -518,11 +568,13 @@ class Worker:
         activities get `graceful_shutdown_timeout` to finish before they are cancelled;
         every task is completed before this returns.
         """
+        self._check_process()
         restore = self._install_signal_handlers()
         try:
             self._ref = self._connect()
             if self._ref is None:
                 return
+            self._register_search_attributes()
             self._log_start()
             self._started.set()
             if self._stopping.is_set():
@@ -539,10 +591,12 @@ class Worker:
 
     async def run_async(self) -> None:
         """Async form of `run()` (no signal handlers are installed)."""
+        self._check_process()
         try:
             self._ref = await self._connect_async()
             if self._ref is None:
                 return
+            await asyncio.get_running_loop().run_in_executor(None, self._register_search_attributes)
             self._log_start()
             self._started.set()
             if self._stopping.is_set():
@@ -595,6 +649,8 @@ class Worker:
         return restore
 
     def __enter__(self) -> Worker:
+        self._check_process()
+
         def target() -> None:
             # The error is kept in self._error and re-raised by __enter__ / __exit__.
             with contextlib.suppress(BaseException):

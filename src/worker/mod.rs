@@ -54,6 +54,8 @@ pub struct WorkerOptions {
     /// Activity inputs and heartbeats cross as serialized `Payload` bytes instead of decoded
     /// JSON values (a custom temporalio `DataConverter` is in use).
     pub raw_payloads: bool,
+    /// False: activities run only as local activities (no activity task polling).
+    pub enable_remote_activities: bool,
     pub build_id: String,
     /// `host:port` to serve `GET /health` at while running, or None for no endpoint.
     pub health_address: Option<String>,
@@ -125,7 +127,7 @@ impl WorkerOptions {
         let task_types = WorkerTaskTypes {
             enable_workflows: self.enable_workflows,
             enable_local_activities: self.enable_workflows && self.enable_activities,
-            enable_remote_activities: self.enable_activities,
+            enable_remote_activities: self.enable_activities && self.enable_remote_activities,
             enable_nexus: false,
         };
         // Sticky caching needs at least two outstanding workflow tasks (core refuses fewer).
@@ -200,6 +202,23 @@ impl Shared {
 #[pyclass(name = "WorkerRef", module = "nomad_actions._core", frozen)]
 pub struct WorkerRef {
     shared: Arc<Shared>,
+    /// The process that created it: its core worker lives on that process's runtime.
+    pid: u32,
+}
+
+impl WorkerRef {
+    /// Refuse to drive the worker from a forked child (it would hang on a dead runtime).
+    fn check_process(&self) -> Result<(), EngineError> {
+        let pid = std::process::id();
+        if pid == self.pid {
+            return Ok(());
+        }
+        Err(EngineError::Forked {
+            task_queue: self.shared.options.task_queue.clone(),
+            created_in: self.pid,
+            pid,
+        })
+    }
 }
 
 async fn create(
@@ -247,6 +266,7 @@ async fn create(
             health,
             health_server: Mutex::new(health_server),
         }),
+        pid: std::process::id(),
     })
 }
 
@@ -369,6 +389,7 @@ impl WorkerRef {
         activity_bridge: Option<Py<PyAny>>,
         blocking: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
+        self.check_process()?;
         let shared = self.shared.clone();
         call(py, blocking, async move {
             Ok(run(shared, workflow_bridge, activity_bridge).await?)
@@ -378,6 +399,10 @@ impl WorkerRef {
     /// Stop polling for new tasks; running tasks finish (activities get
     /// `graceful_shutdown_millis`, then a cancel), and `run` returns when all are done.
     fn initiate_shutdown(&self) {
+        if self.check_process().is_err() {
+            // Nothing of it runs in this process, so there is nothing to stop.
+            return;
+        }
         self.shared.health.set_draining();
         if let Some(core) = self.shared.core() {
             // Core spawns the ShutdownWorker RPC, so this needs the runtime's context.

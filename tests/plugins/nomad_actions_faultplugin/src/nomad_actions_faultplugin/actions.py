@@ -33,6 +33,16 @@ class StepsActionEntryPoint(ActionEntryPoint):
         return Action(task_queue=self.task_queue, activities=[fault_step], workflow=StepsWorkflow)
 
 
+class HeartbeatActionEntryPoint(ActionEntryPoint):
+    def load(self) -> Action:
+        from .activities import fault_heartbeat
+        from .workflows import HeartbeatWorkflow
+
+        return Action(
+            task_queue=self.task_queue, activities=[fault_heartbeat], workflow=HeartbeatWorkflow
+        )
+
+
 class EchoActionEntryPoint(ActionEntryPoint):
     def load(self) -> Action:
         from .activities import fault_echo
@@ -116,6 +126,7 @@ raw_echo_action = RawEchoActionEntryPoint(name="Fault raw echo", task_queue=FAUL
 versioned_action = VersionedActionEntryPoint(name="Fault versioned", task_queue=FAULT_QUEUE)
 bad_result_action = BadResultActionEntryPoint(name="Fault bad result", task_queue=FAULT_QUEUE)
 soak_action = SoakActionEntryPoint(name="Fault soak", task_queue=FAULT_QUEUE)
+heartbeat_action = HeartbeatActionEntryPoint(name="Fault heartbeat", task_queue=FAULT_QUEUE)
 ok_action = OkActionEntryPoint(name="Fault ok", task_queue=BROKEN_QUEUE)
 broken_load_action = BrokenLoadActionEntryPoint(name="Fault broken load", task_queue=BROKEN_QUEUE)
 bad_workflow_action = BadWorkflowActionEntryPoint(

@@ -15,7 +15,7 @@ from typing import Any
 
 from temporalio import activity
 
-from .models import EchoOutput, StepInput, step_value
+from .models import EchoOutput, HeartbeatInput, StepInput, step_value
 
 
 def marker_name(workflow_id: str, activity_id: str, attempt: int, pid: int) -> str:
@@ -92,3 +92,16 @@ async def fault_ok(name: str) -> str:
 def not_an_activity(name: str) -> str:
     """A plain function a plugin forgot to decorate with ``@activity.defn``."""
     return name
+
+
+@activity.defn
+async def fault_heartbeat(data: HeartbeatInput) -> int:
+    """Heartbeat once a second for ``data.seconds``; record the completion; return the
+    number of heartbeats."""
+    for beat in range(data.seconds):
+        activity.heartbeat(beat)
+        await asyncio.sleep(1.0)
+    info = activity.info()
+    name = marker_name(info.workflow_id, info.activity_id, info.attempt, os.getpid())
+    Path(data.marker_dir, name).touch(exist_ok=False)
+    return data.seconds

@@ -65,6 +65,15 @@ class BadResultInput(BaseModel):
     kind: str
 
 
+class HeartbeatInput(BaseModel):
+    """Input of ``HeartbeatWorkflow``: one activity that runs ``seconds`` and heartbeats
+    every second."""
+
+    user_id: str
+    marker_dir: str
+    seconds: int = 10
+
+
 class SoakInput(BaseModel):
     user_id: str
     n: int

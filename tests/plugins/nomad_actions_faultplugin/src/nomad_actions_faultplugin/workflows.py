@@ -14,6 +14,7 @@ with workflow.unsafe.imports_passed_through():
         fault_bad_result,
         fault_echo,
         fault_echo_any,
+        fault_heartbeat,
         fault_ok,
         fault_square,
         fault_step,
@@ -24,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
         BadResultInput,
         EchoInput,
         EchoOutput,
+        HeartbeatInput,
         OkInput,
         SoakInput,
         SoakOutput,
@@ -176,6 +178,22 @@ class SoakWorkflow:
             fault_square, data.n, start_to_close_timeout=timedelta(seconds=60)
         )
         return SoakOutput(n=data.n, square=square)
+
+
+@workflow.defn(name="FaultHeartbeatWorkflow")
+class HeartbeatWorkflow:
+    """One heartbeating activity whose heartbeat timeout is shorter than its run time: a
+    worker whose heartbeats stop reaching the server for longer than that loses it."""
+
+    @workflow.run
+    async def run(self, data: HeartbeatInput) -> int:
+        return await workflow.execute_activity(
+            fault_heartbeat,
+            data,
+            start_to_close_timeout=timedelta(seconds=120),
+            heartbeat_timeout=timedelta(seconds=8),
+            retry_policy=RetryPolicy(initial_interval=timedelta(seconds=0.5)),
+        )
 
 
 @workflow.defn(name="FaultOkWorkflow")
