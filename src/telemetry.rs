@@ -99,12 +99,6 @@ pub(crate) fn meter_for_connection() -> Option<temporalio_common::telemetry::met
         .get_temporal_metric_meter()
 }
 
-/// The address metrics are served at, if any.
-pub fn metrics_address() -> Option<SocketAddr> {
-    let exporter = EXPORTER.lock().unwrap_or_else(|p| p.into_inner());
-    exporter.as_ref().map(|e| e.bound)
-}
-
 /// Serve sdk-core's Prometheus metrics at `bind_address` (`host:port`; port 0 picks a free
 /// one) for every worker of this process; returns the address bound. Must come before the
 /// first worker starts.
