@@ -13,6 +13,8 @@ from nomad_actions.errors import (
     ActionInputError,
     ActionLoadError,
     ActionPermissionError,
+    ActionTimeoutError,
+    ConfigurationError,
     NomadActionsError,
     PayloadError,
     RPCError,
@@ -36,6 +38,8 @@ from nomad_actions.errors import (
         (TemporalConnectionError, ConnectionError),
         (ActionFailedError, None),
         (RPCError, None),
+        (ActionTimeoutError, TimeoutError),
+        (ConfigurationError, ValueError),
     ],
 )
 def test_hierarchy_and_message_only_constructor(cls: type[Exception], builtin: type | None) -> None:
