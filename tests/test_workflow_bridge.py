@@ -21,6 +21,7 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.contrib.pydantic import pydantic_data_converter
     from temporalio.worker import UnsandboxedWorkflowRunner
 
+    from nomad_actions._core import Reply as NativeReply
     from nomad_actions.workflow_bridge import WorkflowBridge
 
 CONVERTER = pydantic_data_converter.payload_converter
@@ -152,11 +153,11 @@ def evict_activation(run_id: str) -> WorkflowActivation:
 
 def activate(bridge: WorkflowBridge, act: WorkflowActivation) -> WorkflowActivationCompletion:
     """Calls the bridge as the Rust worker does: on a thread of its own, waiting for the
-    reply, which comes from that thread or, for a deadlocked activation, the watchdog."""
+    reply, which comes from that thread or, for a deadlocked activation, the reply's timer."""
     replies: queue.SimpleQueue[bytes] = queue.SimpleQueue()
     threading.Thread(
         target=bridge.activate,
-        args=(act.SerializeToString(), replies.put),
+        args=(act.SerializeToString(), NativeReply(replies.put)),
         name=f"activation-{act.run_id}",
         daemon=True,
     ).start()

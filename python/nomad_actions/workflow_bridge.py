@@ -4,23 +4,21 @@ The Rust side polls sdk-core for workflow activations and hands each one, serial
 `WorkflowBridge.activate` on a plain (non-asyncio) blocking thread, which runs the workflow
 code itself. The bridge keeps one `temporalio.worker.WorkflowInstance` per cached run,
 created through temporalio's public `WorkflowRunner` API (sandboxed by default, as upstream
-NOMAD), and replies with the serialized `WorkflowActivationCompletion`. One watchdog thread
-replies instead for an activation that overruns the deadlock timeout (as temporalio's
-TMPRL1101) and interrupts it. No other thread is involved: each hand-off between threads
-costs CPU and latency on every activation.
-
-This module must stay importable without the native `nomad_actions._core` module.
+NOMAD), and replies with the serialized `WorkflowActivationCompletion` through the native
+`Reply` it was given. The deadlock timeout (temporalio's TMPRL1101) belongs to that `Reply`,
+in Rust: the bridge starts it once the workflow code is about to run, and when it fires the
+Rust side answers with the failed completion and interrupts the thread, calling back here
+only to capture the stuck thread's stack and forget the run. No other thread is involved:
+each hand-off between threads costs CPU and latency on every activation.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 import os
 import sys
 import threading
-import time
 import traceback
 import weakref
 from collections.abc import Callable, Coroutine, Sequence
@@ -49,6 +47,8 @@ from temporalio.worker import (
     WorkflowRunner,
 )
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
+
+from nomad_actions._core import Reply
 
 __all__ = ["WorkflowBridge"]
 
@@ -123,18 +123,20 @@ class WorkflowBridge:
         )
         self._extern_functions["__temporal_assert_local_activity_valid"] = lambda _name: None
 
-        # Activations run on the caller's thread (a Rust blocking thread), watched by one
-        # thread that answers for those that overrun the deadlock timeout. A Python payload
-        # codec is async and gets a private loop, started only when there is one.
-        # The watchdog holds the bridge weakly, so that a dropped bridge stops its threads.
+        # Activations run on the caller's thread (a Rust blocking thread); the Rust `Reply`
+        # times them. Its callback holds the bridge weakly, and is made once (not a fresh
+        # bound method per activation). A Python payload codec is async and gets a private
+        # loop, started only when there is one.
         deadlocked = weakref.WeakMethod(self._deadlocked)
-        self._watchdog = (
-            _Watchdog(timeout, lambda watch: (m := deadlocked()) and m(watch))
-            if timeout is not None
-            else None
+        self._on_deadlock: Callable[[str, str, int, bool], str] = (
+            lambda run_id, workflow_type, thread, eviction: (
+                m(run_id, workflow_type, thread, eviction)
+                if (m := deadlocked()) is not None
+                else ""
+            )
         )
         self._codec_loop = _LoopThread() if self._converter.payload_codec is not None else None
-        weakref.finalize(self, _release, self._codec_loop, self._watchdog)
+        weakref.finalize(self, _release, self._codec_loop)
 
         self._runner.set_worker_level_failure_exception_types([])
         self._unsandboxed_runner.set_worker_level_failure_exception_types([])
@@ -175,33 +177,34 @@ class WorkflowBridge:
         """Returns the number of runs whose instance is cached."""
         return len(self._runs)
 
-    def activate(self, activation: bytes, reply: Callable[[bytes], object]) -> None:
+    def activate(self, activation: bytes, reply: Reply) -> None:
         """Runs one activation of a workflow run on the calling thread.
 
         The serialized `WorkflowActivationCompletion` is passed to `reply`, exactly once and
         always with the activation's `run_id`; errors of the workflow or of the bridge are
         reported in it, not raised. Normally the calling thread replies before returning.
-        If the workflow code does not yield within the deadlock timeout, the watchdog
-        thread replies instead (a failed completion naming the deadlock, or a successful
-        one for an eviction), drops the run from the cache and interrupts the workflow
-        code; the calling thread then tears the instance down when the code lets go, and
-        returns without replying.
+        If the workflow code does not yield within the deadlock timeout, `reply`'s timer
+        answers instead (a failed completion naming the deadlock, or a successful one for an
+        eviction), drops the run from the cache (through `_deadlocked`) and interrupts the
+        workflow code; the calling thread then tears the instance down when the code lets
+        go, and returns without replying.
 
         Args:
             activation: A serialized coresdk `WorkflowActivation`.
-            reply: Called with the serialized completion, from this thread or the watchdog.
+            reply: The native reply: called with the serialized completion, from this thread
+                or its deadlock timer.
 
         Raises:
             google.protobuf.message.DecodeError: `activation` is not a `WorkflowActivation`
                 (nothing is replied).
         """
         act = WorkflowActivation.FromString(activation)
-        watch = _Watch(act.run_id, reply, threading.get_ident())
+        watch = _Watch(act.run_id, reply)
         completion: WorkflowActivationCompletion | None = None
         try:
             completion = self._activate(act, watch)
         except _InterruptDeadlockError:
-            pass  # the watchdog answered; only an abandoned activation is interrupted
+            pass  # the timer answered; only an abandoned activation is interrupted
         finally:
             abandoned = self._finish(watch)
         if abandoned:
@@ -212,7 +215,7 @@ class WorkflowBridge:
     def evict_all(self) -> None:
         """Tears down every cached instance (worker shutdown)."""
         for run_id in list(self._runs):
-            self.activate(_eviction(run_id).SerializeToString(), _ignore)
+            self.activate(_eviction(run_id).SerializeToString(), Reply(_ignore))
 
     def _runner_for(self, defn: temporalio.workflow._Definition) -> WorkflowRunner:
         return self._runner if defn.sandboxed else self._unsandboxed_runner
@@ -226,6 +229,7 @@ class WorkflowBridge:
             if run is not None:
                 logger.debug("Evicting workflow %s run %s", run.workflow_type, run_id)
                 watch.run = run
+                watch.workflow_type = run.workflow_type
                 self._watch(watch)
                 self._evict_instance(run, act)
             completion = WorkflowActivationCompletion(run_id=run_id)
@@ -293,62 +297,47 @@ class WorkflowBridge:
         return completion
 
     def _watch(self, watch: _Watch) -> None:
-        """Starts the deadlock timeout. Instance creation (importing the workflow module into
-        a fresh sandbox, slow the first time) is not timed, as upstream does not time it."""
-        if self._watchdog is not None:
-            self._watchdog.add(watch)
+        """Starts the deadlock timeout (in Rust, on the reply). Instance creation (importing
+        the workflow module into a fresh sandbox, slow the first time) is not timed, as
+        upstream does not time it."""
+        if self._deadlock_timeout is not None:
+            watch.reply.watch(
+                self._deadlock_timeout,
+                watch.run_id,
+                watch.workflow_type,
+                watch.eviction,
+                self._on_deadlock,
+                _InterruptDeadlockError,
+            )
 
     def _finish(self, watch: _Watch) -> bool:
         """Ends the watch of an activation whose code returned (or was interrupted).
 
         Returns:
-            True if the watchdog gave up on it meanwhile (it has replied), else False.
+            True if the timer gave up on it meanwhile (it has replied), else False.
         """
-        if self._watchdog is None:
-            return False
         # An interrupt sent just before the code returned may still be pending: it can
-        # fire at any bytecode until `close` clears it, so retry until the watch is closed.
+        # fire at any bytecode until `close` clears it, so call again until it returns.
         while True:
             try:
-                self._watchdog.remove(watch)
-                return watch.close()
+                return watch.reply.close()
             except _InterruptDeadlockError:
                 continue
 
-    def _deadlocked(self, watch: _Watch) -> None:
-        """Watchdog thread: answers for an activation that overran the deadlock timeout."""
-        # Capture where the workflow is stuck before interrupting it.
-        stack = _stack_of(watch.thread)
-        if not watch.abandon():
-            return  # it returned meanwhile and replies itself
-        run = watch.run
-        if run is not None and self._runs.get(watch.run_id) is run:
-            # Core fails the task and evicts the run; a later activation re-creates it.
-            del self._runs[watch.run_id]
-        if watch.eviction:
+    def _deadlocked(self, run_id: str, workflow_type: str, thread: int, eviction: bool) -> str:
+        """Called by the reply's deadlock timer once it gave up on an activation (before it
+        answers and interrupts the thread): forgets the run and returns the stack of the
+        stuck thread, for the failure."""
+        # Core fails the task and evicts the run; a later activation re-creates it.
+        self._runs.pop(run_id, None)
+        if eviction:
             logger.error(
                 "Eviction of workflow %s run %s did not finish within %ss, interrupting it",
-                run.workflow_type if run else "?",
-                watch.run_id,
+                workflow_type or "?",
+                run_id,
                 self._deadlock_timeout,
             )
-            completion = WorkflowActivationCompletion(run_id=watch.run_id)
-            completion.successful.SetInParent()
-        else:
-            completion = self._failure_completion(
-                _DeadlockError(
-                    f"[TMPRL1101] Potential deadlock detected: workflow {watch.workflow_type} "
-                    f"didn't yield within {self._deadlock_timeout:g} second(s)."
-                )
-            )
-            completion.run_id = watch.run_id
-            if stack:
-                completion.failed.failure.stack_trace = stack
-        watch.interrupt()
-        try:
-            watch.reply(completion.SerializeToString())
-        except Exception:
-            logger.exception("Replying for deadlocked workflow run %s failed", watch.run_id)
+        return _stack_of(thread)
 
     def _teardown(self, watch: _Watch) -> None:
         """Evicts an abandoned instance, on the thread that ran it, once it let go."""
@@ -468,12 +457,10 @@ class WorkflowBridge:
         return self._runner_for(defn).create_instance(details)
 
 
-def _release(loop: _LoopThread | None, watchdog: _Watchdog | None) -> None:
-    """Stops the threads of a garbage-collected bridge."""
+def _release(loop: _LoopThread | None) -> None:
+    """Stops the codec thread of a garbage-collected bridge."""
     if loop is not None:
         loop.stop()
-    if watchdog is not None:
-        watchdog.stop()
 
 
 def _duration(init: InitializeWorkflow, field: str) -> Any:
@@ -493,10 +480,6 @@ def _eviction(run_id: str) -> WorkflowActivation:
             )
         ],
     )
-
-
-class _DeadlockError(Exception):
-    """A workflow did not yield within the deadlock timeout."""
 
 
 class _InterruptDeadlockError(BaseException):
@@ -548,131 +531,17 @@ class _Run:
 
 
 class _Watch:
-    """One activation in progress: who replies, and whether the watchdog gave up on it.
+    """One activation in progress, as its thread sees it: the reply, and the run it drives
+    (to tear down should the reply's timer give up on it)."""
 
-    The thread running the activation and the watchdog race for the reply; `close` (the
-    activation returned) and `abandon` (it overran) decide it under one lock, and the
-    watchdog's interrupt is only ever sent before `close`.
-    """
+    __slots__ = ("eviction", "reply", "run", "run_id", "workflow_type")
 
-    __slots__ = (
-        "_abandoned",
-        "_closed",
-        "_lock",
-        "deadline",
-        "eviction",
-        "reply",
-        "run",
-        "run_id",
-        "thread",
-        "workflow_type",
-    )
-
-    def __init__(self, run_id: str, reply: Callable[[bytes], object], thread: int) -> None:
+    def __init__(self, run_id: str, reply: Reply) -> None:
         self.run_id = run_id
         self.reply = reply
-        self.thread = thread
         self.run: _Run | None = None
         self.workflow_type = ""
         self.eviction = False
-        self.deadline = 0.0
-        self._lock = threading.Lock()
-        self._closed = False
-        self._abandoned = False
-
-    def close(self) -> bool:
-        """The activation's code returned. Returns True if it had been abandoned."""
-        with self._lock:
-            self._closed = True
-            if self._abandoned:
-                # Clear an interrupt that was sent but has not fired yet.
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.thread), None)
-            return self._abandoned
-
-    def abandon(self) -> bool:
-        """The watchdog gives up on it. Returns False if it returned meanwhile."""
-        with self._lock:
-            if self._closed:
-                return False
-            self._abandoned = True
-            return True
-
-    def interrupt(self) -> None:
-        """Raises `_InterruptDeadlockError` in the thread if it is still in the activation."""
-        with self._lock:
-            if not self._closed:
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                    ctypes.c_ulong(self.thread), ctypes.py_object(_InterruptDeadlockError)
-                )
-
-
-class _Watchdog:
-    """One thread that calls `on_timeout` for activations running past the timeout.
-
-    Every activation gets the same timeout, so the oldest watch has the earliest deadline:
-    the watches are kept in insertion order and the thread sleeps until the first one's
-    deadline, waking up about once per timeout under load and never when idle.
-    """
-
-    def __init__(self, timeout: float, on_timeout: Callable[[_Watch], None]) -> None:
-        self._timeout = timeout
-        self._on_timeout = on_timeout
-        self._watches: dict[int, _Watch] = {}
-        self._lock = threading.Lock()
-        # The idle thread blocks on this lock; whoever finds it parked releases it once.
-        # (A bare lock, not an Event: `Event.set` runs a Python-level condition on every
-        # activation that finds no other watch.)
-        self._parked = False
-        self._unpark = threading.Lock()
-        self._unpark.acquire()
-        self._stopped = False
-        self._thread: threading.Thread | None = None
-
-    def add(self, watch: _Watch) -> None:
-        watch.deadline = time.monotonic() + self._timeout
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._serve, name="nomad_workflow_watchdog", daemon=True
-                )
-                self._thread.start()
-            self._watches[id(watch)] = watch
-            self._wake()
-
-    def remove(self, watch: _Watch) -> None:
-        with self._lock:
-            self._watches.pop(id(watch), None)
-
-    def stop(self) -> None:
-        self._stopped = True
-        with self._lock:
-            self._wake()
-
-    def _wake(self) -> None:
-        """Unparks the thread if it is parked (call with `_lock` held)."""
-        if self._parked:
-            self._parked = False
-            self._unpark.release()
-
-    def _serve(self) -> None:
-        while not self._stopped:
-            with self._lock:
-                first = next(iter(self._watches.values()), None)
-                if first is None:
-                    self._parked = True
-                elif first.deadline <= time.monotonic():
-                    del self._watches[id(first)]
-            if first is None:
-                self._unpark.acquire()
-                continue
-            delay = first.deadline - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-                continue
-            try:
-                self._on_timeout(first)
-            except Exception:
-                logger.exception("Handling a deadlocked workflow activation failed")
 
 
 class _LoopThread:

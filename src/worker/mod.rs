@@ -13,6 +13,8 @@ mod health;
 mod python_threads;
 mod workflows;
 
+pub use workflows::Reply;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
