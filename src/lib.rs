@@ -28,7 +28,7 @@ pub mod _core {
     #[pymodule_export]
     use crate::telemetry::start_metrics_exporter;
     #[pymodule_export]
-    use crate::worker::{Reply, WorkerRef};
+    use crate::worker::{Reply, StartCancel, WorkerRef};
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {

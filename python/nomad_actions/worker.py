@@ -13,7 +13,6 @@ import logging
 import os
 import signal
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -27,7 +26,7 @@ from nomad_actions import _core
 from nomad_actions.action import Action, as_action
 from nomad_actions.activity_bridge import ActivityBridge
 from nomad_actions.config import ConnectionConfig, TaskQueue, get_config, task_queue_name
-from nomad_actions.errors import ActionLoadError, TemporalConnectionError, WorkerForkedError
+from nomad_actions.errors import ActionLoadError, WorkerForkedError
 from nomad_actions.registry import get_actions, get_broken_entry_points, load_action
 from nomad_actions.workflow_bridge import WorkflowBridge
 
@@ -36,10 +35,6 @@ __all__ = ["TunerOptions", "Worker", "WorkerOptions", "resolve_task_queue"]
 logger = logging.getLogger("nomad_actions.worker")
 
 _QUEUE_ALIASES = {"cpu": TaskQueue.CPU.value, "gpu": TaskQueue.GPU.value}
-
-#: Delay before the second attempt to reach the server at startup; it doubles up to the max.
-CONNECT_RETRY_INITIAL_DELAY = 1.0
-CONNECT_RETRY_MAX_DELAY = 30.0
 
 
 def resolve_task_queue(task_queue: TaskQueue | str) -> str:
@@ -410,6 +405,8 @@ class Worker:
         self._pid = os.getpid()
         self._started = threading.Event()
         self._stopping = threading.Event()
+        # Ends the connect retry of a worker whose server never answered.
+        self._start_cancel = _core.StartCancel()
         self._finished = threading.Event()
         self._drain_thread: threading.Thread | None = None
         self._thread: threading.Thread | None = None
@@ -514,52 +511,20 @@ class Worker:
                 outcome.command,
             )
 
-    def _retry_delay(self, attempt: int, err: BaseException) -> float:
-        """Log a failed attempt to reach the server; return the delay before the next one."""
-        delay = min(CONNECT_RETRY_INITIAL_DELAY * 2 ** (attempt - 1), CONNECT_RETRY_MAX_DELAY)
-        logger.warning(
-            "Cannot reach Temporal at %s for task queue %s (attempt %d): %s; retrying in %g s",
-            self.config.address,
-            self.task_queue,
-            attempt,
-            err,
-            delay,
-        )
-        return delay
-
     def _connect(self) -> Any:
-        """Create the native worker, retrying while the server cannot be reached.
-
-        Returns None when `shutdown()` was called before the server answered.
-        """
-        attempt = 0
-        while not self._stopping.is_set():
-            attempt += 1
-            try:
-                return _core.WorkerRef.create(self.config, self.options, True)
-            except TemporalConnectionError as err:
-                if self._stopping.is_set():
-                    break
-                if self._stopping.wait(self._retry_delay(attempt, err)):
-                    break
-        logger.info("Worker on %s stopped before reaching the server", self.task_queue)
-        return None
+        """Create the native worker; the Rust side retries while the server cannot be
+        reached (logging each attempt) until `shutdown()`. Returns None if that came first."""
+        ref = _core.WorkerRef.create(self.config, self.options, self._start_cancel, True)
+        if ref is None:
+            logger.info("Worker on %s stopped before reaching the server", self.task_queue)
+        return ref
 
     async def _connect_async(self) -> Any:
         """`_connect` for `run_async`: the waits do not block the event loop."""
-        attempt = 0
-        while not self._stopping.is_set():
-            attempt += 1
-            try:
-                return await _core.WorkerRef.create(self.config, self.options, False)
-            except TemporalConnectionError as err:
-                if self._stopping.is_set():
-                    break
-                deadline = time.monotonic() + self._retry_delay(attempt, err)
-                while not self._stopping.is_set() and time.monotonic() < deadline:
-                    await asyncio.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
-        logger.info("Worker on %s stopped before reaching the server", self.task_queue)
-        return None
+        ref = await _core.WorkerRef.create(self.config, self.options, self._start_cancel, False)
+        if ref is None:
+            logger.info("Worker on %s stopped before reaching the server", self.task_queue)
+        return ref
 
     def run(self) -> None:
         """Run until SIGTERM/SIGINT (in the main thread) or `shutdown()`; then drain.
@@ -613,6 +578,7 @@ class Worker:
         if self._stopping.is_set():
             return
         self._stopping.set()
+        self._start_cancel.cancel()
         logger.info("Worker on %s shutting down", self.task_queue)
         if self._ref is not None:
             self._ref.initiate_shutdown()

@@ -11,8 +11,10 @@
 mod activities;
 mod health;
 mod python_threads;
+mod start;
 mod workflows;
 
+pub use start::StartCancel;
 pub use workflows::Reply;
 
 use std::sync::{Arc, Mutex};
@@ -368,19 +370,27 @@ fn bridge_clone(bridge: &Py<PyAny>) -> Py<PyAny> {
 
 #[pymethods]
 impl WorkerRef {
-    /// Connect and create a worker (awaitable, or blocking when `blocking`).
+    /// Connect and create a worker (awaitable, or blocking when `blocking`). While the
+    /// server cannot be reached, retry with a doubling delay (1 s to 30 s), logging each
+    /// attempt; `None` when `cancel` is set first.
     #[staticmethod]
     fn create<'py>(
         py: Python<'py>,
         config: ConnectionConfig,
         options: WorkerOptions,
+        cancel: Py<StartCancel>,
         blocking: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        call(
-            py,
-            blocking,
-            async move { Ok(create(config, options).await?) },
-        )
+        let cancel = Arc::new(cancel);
+        call(py, blocking, async move {
+            let address = format!("{}:{}", config.host, config.port);
+            let task_queue = options.task_queue.clone();
+            let created = start::with_retry(cancel, &address, &task_queue, || {
+                create(config.clone(), options.clone())
+            })
+            .await?;
+            Ok(created)
+        })
     }
 
     /// Poll and dispatch until shut down. `workflow_bridge` is a callable
