@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from nomad_actions import get_config, testing
+from nomad_actions import devserver, get_config
 from nomad_actions.cli import find_dev_server, main
 from nomad_actions.config import reset_config
 from nomad_actions.testing import free_port
@@ -76,10 +76,10 @@ def test_missing_temporal_cli_is_one_clear_line(
     def missing() -> str:
         raise FileNotFoundError(
             "The Temporal CLI (`temporal`) was not found next to this Python or on PATH. "
-            f"Install the dev server with: {testing.INSTALL_HINT}"
+            f"Install the dev server with: {devserver.INSTALL_HINT}"
         )
 
-    monkeypatch.setattr(testing, "find_temporal_cli", missing)
+    monkeypatch.setattr(devserver, "find_temporal_cli", missing)
     assert main(["dev", "--data-dir", str(tmp_path / "data")]) == 1
     out, err = capsys.readouterr()
     assert out == ""

@@ -22,6 +22,7 @@ __all__ = [
     "AmbiguousActionError",
     "ConfigurationError",
     "NomadActionsError",
+    "NothingToRunError",
     "PayloadError",
     "RPCError",
     "SignalInputNotFoundError",
@@ -138,8 +139,37 @@ class SignalInputNotFoundError(NomadActionsError, LookupError):
     """``submit_signal_input``: the action has no pending input request for that signal."""
 
 
+class NothingToRunError(NomadActionsError, ValueError):
+    """A worker was asked to serve a task queue on which no action, workflow or activity is
+    registered. A ``ValueError`` too, as before this class existed.
+
+    Attributes:
+        task_queue: The task queue, if known.
+    """
+
+    def __init__(self, message: str, task_queue: str | None = None) -> None:
+        super().__init__(message)
+        self.task_queue = task_queue
+
+
 class TemporalConnectionError(NomadActionsError, ConnectionError):
-    """The Temporal server could not be reached."""
+    """The Temporal server could not be reached.
+
+    The engine sets the attributes on the instances it raises; an instance built from a
+    message alone has them all None.
+
+    Attributes:
+        address: The ``host:port`` it tried to reach.
+        kind: What went wrong: ``"refused"``, ``"unknown_host"``, ``"timed_out"``,
+            ``"tls"``, ``"lost"``, ``"unavailable"`` or ``"other"``.
+        rpc: The RPC that failed, when the connection broke during one.
+        reason: The detail text, without the ``cannot connect to Temporal at X:`` prefix.
+    """
+
+    address: str | None = None
+    kind: str | None = None
+    rpc: str | None = None
+    reason: str | None = None
 
 
 class WorkerForkedError(NomadActionsError, RuntimeError):
