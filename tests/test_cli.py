@@ -166,6 +166,13 @@ def test_nothing_to_run_exits_2(
     assert 'no action is registered on task queue "empty-queue"' in capsys.readouterr().err
 
 
+def test_worker_on_an_empty_queue_raises_nothing_to_run() -> None:
+    # The class the CLI catches above, raised by the real Worker (a ValueError, as before).
+    with pytest.raises(NothingToRunError, match=r'^Nothing to run on task queue "empty-q"') as info:
+        nomad_actions.worker.Worker("empty-q", skip_broken=True)
+    assert isinstance(info.value, ValueError) and info.value.task_queue == "empty-q"
+
+
 @pytest.mark.parametrize(
     "argv",
     [

@@ -14,6 +14,7 @@ from nomad_actions.errors import (
     ActionLoadError,
     ActionPermissionError,
     NomadActionsError,
+    NothingToRunError,
     PayloadError,
     RPCError,
     TemporalConnectionError,
@@ -36,6 +37,7 @@ from nomad_actions.errors import (
         (TemporalConnectionError, ConnectionError),
         (ActionFailedError, None),
         (RPCError, None),
+        (NothingToRunError, ValueError),
     ],
 )
 def test_hierarchy_and_message_only_constructor(cls: type[Exception], builtin: type | None) -> None:
@@ -87,3 +89,14 @@ def test_pickle_keeps_attributes() -> None:
     assert (unknown.action_id, unknown.known_ids) == ("x", ["a", "b"])
     missing = pickle.loads(pickle.dumps(WorkflowNotFoundError("n", "wf")))
     assert missing.workflow_id == "wf"
+
+
+def test_connection_error_attributes_default_to_none() -> None:
+    # The engine sets them; one built from a message alone has them all None.
+    exc = TemporalConnectionError("text")
+    assert (exc.address, exc.kind, exc.rpc, exc.reason) == (None, None, None, None)
+
+
+def test_nothing_to_run_error_keeps_its_queue() -> None:
+    exc = pickle.loads(pickle.dumps(NothingToRunError("nothing", task_queue="q")))
+    assert (str(exc), exc.task_queue) == ("nothing", "q")

@@ -371,22 +371,29 @@ def add_result(subparsers: Any) -> None:
 
 
 def _run_result(args: argparse.Namespace) -> int:
-    from nomad_actions.client import get_action_status
-
     client_command(args)
-    get_action_status(args.workflow_id, args.user)  # unknown id / other owner: fail early
+    _describe(args.workflow_id, args.user)  # unknown id / other owner: fail early
     return _wait_and_print(args.workflow_id, args.timeout, args.json, started=False)
 
 
 # ---------------------------------------------------------------------- cancel, signal
 
 
-def _ensure_running(workflow_id: str, user: str | None, what: str) -> None:
+def _describe(workflow_id: str, user: str | None) -> Any:
+    """The one description (an `ActionProgress`) of the run a command works on.
+
+    It fails on an unknown workflow id, and on another owner when `user` is given; the calls
+    that follow rely on that check and pass no user, so they need not describe the run again.
+    """
+    from nomad_actions.client import get_action_progress
+
+    return get_action_progress(workflow_id, user)
+
+
+def _ensure_running(workflow_id: str, described: Any, what: str) -> None:
     from temporalio.client import WorkflowExecutionStatus
 
-    from nomad_actions.client import get_action_status
-
-    status = get_action_status(workflow_id, user)
+    status = described.status
     if status != WorkflowExecutionStatus.RUNNING:
         raise CommandError(f'action "{workflow_id}" has already ended ({status.name}); {what}')
 
@@ -414,8 +421,9 @@ def _run_cancel(args: argparse.Namespace) -> int:
     from nomad_actions.client import stop_action
 
     client_command(args)
-    _ensure_running(args.workflow_id, args.user, "nothing to cancel")
-    stop_action(args.workflow_id, args.user, args.reason)
+    described = _describe(args.workflow_id, args.user)
+    _ensure_running(args.workflow_id, described, "nothing to cancel")
+    stop_action(args.workflow_id, None, args.reason)  # the owner is checked: no user
     if args.json:
         print_json({"workflow_id": args.workflow_id, "cancel_requested": True})
     else:
@@ -423,14 +431,13 @@ def _run_cancel(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _check_signal_name(workflow_id: str, name: str) -> None:
+def _check_signal_name(workflow_id: str, described: Any, name: str) -> None:
     """Refuse a signal the action's workflow does not define (when the action is known)."""
     from temporalio.workflow import _Definition
 
-    from nomad_actions.client import get_action_progress
     from nomad_actions.registry import load_action
 
-    action_id = get_action_progress(workflow_id).action_id
+    action_id = described.action_id
     if not action_id:
         return
     try:
@@ -472,9 +479,10 @@ def _run_signal(args: argparse.Namespace) -> int:
 
     data = None if args.data is None else read_json_argument(args.data, "--data")
     client_command(args)
-    _ensure_running(args.workflow_id, args.user, "it cannot receive signals")
-    _check_signal_name(args.workflow_id, args.signal)
-    signal_action(args.workflow_id, args.signal, data, args.user)
+    described = _describe(args.workflow_id, args.user)
+    _ensure_running(args.workflow_id, described, "it cannot receive signals")
+    _check_signal_name(args.workflow_id, described, args.signal)
+    signal_action(args.workflow_id, args.signal, data)  # the owner is checked: no user
     if args.json:
         print_json({"workflow_id": args.workflow_id, "signal": args.signal, "sent": True})
     else:
