@@ -16,9 +16,10 @@ Run it as ``nomad-actions ...`` (console script) or ``python -m nomad_actions ..
 
 This package: ``__init__`` assembles the parser and runs a command (:func:`main`);
 ``common`` holds what the commands share (exit codes, options, output, error mapping);
-``catalog`` (actions, schema), ``runs`` (start, status, result, cancel, signal, list),
-``tools`` (setup, replay, config, logs, codec-server), ``dev`` (the dev-server supervisor),
-``devfile`` (dev.json) and ``worker`` each hold one group of commands.
+``catalog`` (actions, schema), ``runs`` (start, status, result, cancel, signal, list; with
+``progress_view``), ``tools`` (setup, replay, config, logs, codec-server), ``dev`` (the
+dev-server supervisor; ``devfile``: its dev.json) and ``worker`` each hold one group of
+commands.
 """
 
 from __future__ import annotations

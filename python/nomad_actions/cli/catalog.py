@@ -95,6 +95,7 @@ def _discover_actions() -> tuple[dict[str, Any], list[tuple[str, str]]]:
 
 
 def add_actions(subparsers: Any) -> None:
+    """Register the `actions` command on the subparsers."""
     parser = add_parser(
         subparsers,
         "actions",
@@ -158,6 +159,7 @@ def _run_actions(args: argparse.Namespace) -> int:
 
 
 def add_schema(subparsers: Any) -> None:
+    """Register the `schema` command on the subparsers."""
     parser = add_parser(
         subparsers,
         "schema",

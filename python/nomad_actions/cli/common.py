@@ -71,6 +71,7 @@ class HelpFormatter(argparse.HelpFormatter):
 
 
 def add_parser(subparsers: Any, name: str, help: str, description: str) -> Any:
+    """A subcommand's parser, with the exit-code table as its epilog."""
     return subparsers.add_parser(
         name,
         help=help,
@@ -84,6 +85,7 @@ def add_parser(subparsers: Any, name: str, help: str, description: str) -> Any:
 
 
 def positive_int(text: str) -> int:
+    """Option type: an integer of at least 1."""
     try:
         value = int(text)
     except ValueError:
@@ -94,6 +96,7 @@ def positive_int(text: str) -> int:
 
 
 def non_negative_int(text: str) -> int:
+    """Option type: an integer of at least 0."""
     try:
         value = int(text)
     except ValueError:
@@ -104,6 +107,7 @@ def non_negative_int(text: str) -> int:
 
 
 def non_negative_seconds(text: str) -> float:
+    """Option type: seconds, 0 or more (nan refused)."""
     try:
         value = float(text)
     except ValueError:
@@ -114,6 +118,7 @@ def non_negative_seconds(text: str) -> float:
 
 
 def positive_seconds(text: str) -> float:
+    """Option type: seconds, more than 0."""
     value = non_negative_seconds(text)
     if value == 0:
         raise argparse.ArgumentTypeError("must be more than 0")
@@ -121,6 +126,7 @@ def positive_seconds(text: str) -> float:
 
 
 def port_number(text: str) -> int:
+    """Option type: a TCP port, 1 to 65535."""
     try:
         value = int(text)
     except ValueError:
@@ -131,6 +137,7 @@ def port_number(text: str) -> int:
 
 
 def log_level(text: str) -> str:
+    """Option type: a logging level name, any case."""
     level = text.upper()
     if level not in LOG_LEVELS:
         raise argparse.ArgumentTypeError(
@@ -140,6 +147,7 @@ def log_level(text: str) -> str:
 
 
 def status_name(text: str) -> str:
+    """Option type: a workflow status name, any case (CANCELLED and TIMEDOUT too)."""
     from temporalio.client import WorkflowExecutionStatus
 
     name = text.strip().upper().replace("-", "_")
@@ -153,6 +161,7 @@ def status_name(text: str) -> str:
 
 
 def add_connection_options(parser: argparse.ArgumentParser) -> None:
+    """Add --host, --port, --namespace and --connect-timeout."""
     group = parser.add_argument_group(
         "connection",
         "Where the Temporal server is. Options not given come from the environment "
@@ -215,6 +224,7 @@ def apply_connection_options(args: argparse.Namespace) -> None:
 
 
 def add_json_option(parser: argparse.ArgumentParser) -> None:
+    """Add --json."""
     parser.add_argument(
         "--json",
         action="store_true",
@@ -223,10 +233,12 @@ def add_json_option(parser: argparse.ArgumentParser) -> None:
 
 
 def add_user_option(parser: argparse.ArgumentParser, help: str) -> None:
+    """Add --user/-u with this help text."""
     parser.add_argument("--user", "-u", metavar="USER", help=help)
 
 
 def add_log_option(parser: argparse.ArgumentParser) -> None:
+    """Add --log-level (default INFO)."""
     parser.add_argument(
         "--log-level",
         type=log_level,
@@ -252,6 +264,8 @@ class OneLineFormatter(logging.Formatter):
 
 
 def setup_logging(level: str, formatter: logging.Formatter | None = None) -> None:
+    """Send log records at `level` and above to stderr, replacing the handler an
+    earlier call installed."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         if isinstance(handler, _CliLogHandler):
@@ -296,6 +310,7 @@ def read_json_argument(text: str, option: str) -> Any:
 
 
 def out(text: str = "") -> None:
+    """Print a line on stdout, flushed (progress and results interleave with stderr)."""
     print(text, file=sys.stdout, flush=True)
 
 
@@ -306,6 +321,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def print_json(value: Any) -> None:
+    """Print `value` as indented JSON (models and dataclasses as plain data)."""
     out(json.dumps(_jsonable(value), indent=2, ensure_ascii=False))
 
 
@@ -317,14 +333,17 @@ def format_value(value: Any) -> str:
 
 
 def iso_time(moment: datetime | None) -> str | None:
+    """ISO 8601 text of a moment, or None."""
     return None if moment is None else moment.isoformat()
 
 
 def local_time(moment: datetime | None) -> str:
+    """A moment in local time for people, `-` when None."""
     return "-" if moment is None else moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns separated by two spaces, the headers first."""
     widths = [len(h) for h in headers]
     for row in rows:
         widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
@@ -336,6 +355,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def type_name(tp: Any) -> str:
+    """A short name of a type hint: `list[Item]` rather than `typing.List[pkg.Item]`."""
     if isinstance(tp, type) and not typing.get_args(tp):
         return tp.__name__
     text = str(tp).replace("typing.", "")

@@ -100,6 +100,7 @@ def _plan_dev_workers() -> tuple[dict[str, QueueWork], list[tuple[str, str]]]:
 
 
 def add_dev(subparsers: Any) -> None:
+    """Register the `dev` command on the subparsers."""
     parser = add_parser(
         subparsers,
         "dev",

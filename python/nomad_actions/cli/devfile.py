@@ -30,6 +30,8 @@ def default_data_dir() -> Path:
 
 
 def read_dev_file(data_dir: Path) -> dict[str, Any] | None:
+    """The dev.json in `data_dir` when it is readable and names a host and port,
+    else None (whether or not its process still runs)."""
     try:
         info = json.loads((data_dir / DEV_INFO_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -58,6 +60,7 @@ def find_dev_server(data_dir: str | os.PathLike[str] | None = None) -> dict[str,
 
 
 def write_dev_file(data_dir: Path, info: dict[str, Any]) -> None:
+    """Write dev.json atomically (a temporary file, then a rename)."""
     path = data_dir / DEV_INFO_FILE
     tmp = path.with_name(f".{DEV_INFO_FILE}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")

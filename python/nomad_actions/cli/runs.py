@@ -8,10 +8,9 @@ check, status, action id) for the rest of its work.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import time
-from typing import Any, TextIO
+from typing import Any
 
 from nomad_actions.cli.common import (
     EXIT_FAILURE,
@@ -37,89 +36,13 @@ from nomad_actions.cli.common import (
     status_name,
     table,
 )
-
-# ---------------------------------------------------------------------- progress display
-
-
-def _bar(fraction: float | None, width: int = 24) -> str:
-    if fraction is None:
-        return "[" + "." * width + "]"
-    filled = round(fraction * width)
-    return "[" + "#" * filled + "." * (width - filled) + "]"
-
-
-def _progress_text(progress: Any) -> str | None:
-    """`42%  message  (activity)` of an ActionProgress, or None when nothing was reported."""
-    latest = progress.latest
-    if latest is None:
-        return None
-    text = f"{latest.fraction * 100:3.0f}%"
-    if latest.message:
-        text += f"  {latest.message}"
-    if latest.activity_type:
-        others = len(progress.reports) - 1
-        more = f", +{others} more running" if others > 0 else ""
-        text += f"  ({latest.activity_type}{more})"
-    return text
-
-
-class _ProgressView:
-    """Shows the progress of a running action while a command waits for it.
-
-    Modes: 'bar' (stdout is a terminal: one line redrawn in place with \\r), 'lines' (a
-    plain line whenever the progress changes) and 'off' (--json).
-    """
-
-    def __init__(self, stream: TextIO, mode: str) -> None:
-        self.stream = stream
-        self.mode = mode
-        self._drawn = False
-        self._last: tuple[Any, ...] | None = None
-
-    @classmethod
-    def for_stdout(cls, json_output: bool) -> _ProgressView:
-        if json_output:
-            return cls(sys.stdout, "off")
-        try:
-            tty = sys.stdout.isatty()
-        except (AttributeError, ValueError):
-            tty = False
-        return cls(sys.stdout, "bar" if tty else "lines")
-
-    @property
-    def enabled(self) -> bool:
-        return self.mode != "off"
-
-    def show(self, progress: Any, elapsed: float) -> None:
-        text = _progress_text(progress)
-        if self.mode == "lines":
-            latest = progress.latest
-            key = None if latest is None else (latest.fraction, latest.message)
-            if text is not None and key != self._last:
-                self._last = key
-                self.stream.write(f"progress: {text}\n")
-                self.stream.flush()
-        elif self.mode == "bar":
-            fraction = None if progress.latest is None else progress.latest.fraction
-            line = f"{_bar(fraction)} {text or f'running {elapsed:.0f} s'}"
-            width = shutil.get_terminal_size((80, 24)).columns
-            line = line[: max(width - 1, 10)]
-            self.stream.write(f"\r{line}\x1b[K")
-            self.stream.flush()
-            self._drawn = True
-
-    def close(self) -> None:
-        """End the bar's line, so what follows starts on a new one."""
-        if self._drawn:
-            self.stream.write("\n")
-            self.stream.flush()
-            self._drawn = False
-
+from nomad_actions.cli.progress_view import ProgressView, progress_bar, progress_text
 
 # ---------------------------------------------------------------------- start
 
 
 def add_start(subparsers: Any) -> None:
+    """Register the `start` command on the subparsers."""
     parser = add_parser(
         subparsers,
         "start",
@@ -202,7 +125,7 @@ def _run_start(args: argparse.Namespace) -> int:
     return _wait_and_print(workflow_id, args.timeout, args.json, started=True)
 
 
-def _wait_for_result(workflow_id: str, timeout: float | None, view: _ProgressView) -> Any:
+def _wait_for_result(workflow_id: str, timeout: float | None, view: ProgressView) -> Any:
     """The action's result; meanwhile its progress, once per POLL_INTERVAL, on `view`."""
     from nomad_actions.client import get_action_progress, get_action_result
 
@@ -239,7 +162,7 @@ def _wait_and_print(
 ) -> int:
     from nomad_actions.errors import ActionFailedError
 
-    view = _ProgressView.for_stdout(json_output) if started else _ProgressView(sys.stdout, "off")
+    view = ProgressView.for_stdout(json_output) if started else ProgressView(sys.stdout, "off")
     try:
         result = _wait_for_result(workflow_id, timeout, view)
     except ActionFailedError as err:
@@ -271,6 +194,7 @@ def _wait_and_print(
 
 
 def add_status(subparsers: Any) -> None:
+    """Register the `status` command on the subparsers."""
     parser = add_parser(
         subparsers,
         "status",
@@ -333,7 +257,7 @@ def _run_status(args: argparse.Namespace) -> int:
     if progress.close_time is not None:
         lines.append(("Ended", local_time(progress.close_time)))
     if latest is not None:
-        lines.append(("Progress", f"{_bar(latest.fraction)} {_progress_text(progress)}"))
+        lines.append(("Progress", f"{progress_bar(latest.fraction)} {progress_text(progress)}"))
     for activity in progress.activities:
         text = f"{activity.get('activity_type')} (attempt {activity.get('attempt')})"
         if activity.get("last_failure"):
@@ -348,6 +272,7 @@ def _run_status(args: argparse.Namespace) -> int:
 
 
 def add_result(subparsers: Any) -> None:
+    """Register the `result` command on the subparsers."""
     parser = add_parser(
         subparsers,
         "result",
@@ -399,6 +324,7 @@ def _ensure_running(workflow_id: str, described: Any, what: str) -> None:
 
 
 def add_cancel(subparsers: Any) -> None:
+    """Register the `cancel` command on the subparsers."""
     parser = add_parser(
         subparsers,
         "cancel",
@@ -454,6 +380,7 @@ def _check_signal_name(workflow_id: str, described: Any, name: str) -> None:
 
 
 def add_signal(subparsers: Any) -> None:
+    """Register the `signal` command on the subparsers."""
     parser = add_parser(
         subparsers,
         "signal",
@@ -494,6 +421,7 @@ def _run_signal(args: argparse.Namespace) -> int:
 
 
 def add_list(subparsers: Any) -> None:
+    """Register the `list` command on the subparsers."""
     parser = add_parser(
         subparsers,
         "list",

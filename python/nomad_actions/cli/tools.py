@@ -58,6 +58,7 @@ def _since(text: str) -> datetime:
 
 
 def add_replay(subparsers: Any) -> None:
+    """Register the `replay` command on the subparsers."""
     parser = add_parser(
         subparsers,
         "replay",
@@ -129,6 +130,7 @@ def _run_replay(args: argparse.Namespace) -> int:
 
 
 def add_setup(subparsers: Any) -> None:
+    """Register the `setup` command on the subparsers."""
     parser = add_parser(
         subparsers,
         "setup",
@@ -172,6 +174,7 @@ def _run_setup(args: argparse.Namespace) -> int:
 
 
 def add_config(subparsers: Any) -> None:
+    """Register the `config` command on the subparsers."""
     parser = add_parser(
         subparsers,
         "config",
@@ -231,6 +234,7 @@ def _run_config(args: argparse.Namespace) -> int:
 
 
 def add_logs(subparsers: Any) -> None:
+    """Register the `logs` command on the subparsers."""
     parser = add_parser(
         subparsers,
         "logs",
@@ -307,6 +311,7 @@ def _run_logs(args: argparse.Namespace) -> int:
 
 
 def add_codec_server(subparsers: Any) -> None:
+    """Register the `codec-server` command on the subparsers."""
     parser = add_parser(
         subparsers,
         "codec-server",

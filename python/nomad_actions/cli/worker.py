@@ -33,6 +33,7 @@ logger = logging.getLogger("nomad_actions.cli")
 
 
 def add_worker(subparsers: Any) -> None:
+    """Register the `worker` command on the subparsers."""
     parser = add_parser(
         subparsers,
         "worker",
