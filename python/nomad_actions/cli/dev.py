@@ -166,7 +166,7 @@ def _run_dev(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
     data_dir = Path(args.data_dir).expanduser() if args.data_dir else default_data_dir()
     try:
-        devserver.find_temporal_cli()
+        devserver.find_temporal_cli()  # through the module, as DevServer.command() finds it
     except FileNotFoundError as err:
         raise CommandError(str(err), EXIT_FAILURE) from None
     try:
