@@ -6,15 +6,16 @@
 //! `WorkflowService` calls of temporalio-client; payloads are converted in [`crate::payload`].
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::codec::{self, FernetCodec};
+use crate::connection::{ConnectionConfig, bounded, connection, open_connections};
+use crate::errors::EngineError;
+use crate::payload::{self, Json};
+use crate::runtime::call;
 use pyo3::prelude::*;
 use serde_json::Value;
-use temporalio_client::{
-    ClientTlsOptions, Connection, ConnectionOptions, RetryOptions, TlsOptions,
-};
+use temporalio_client::Connection;
 use temporalio_common::protos::temporal::api::common::v1::{
     Memo, Priority, SearchAttributes, WorkflowExecution, WorkflowType,
 };
@@ -32,182 +33,6 @@ use temporalio_common::protos::temporal::api::workflowservice::v1::{
     RequestCancelWorkflowExecutionRequest, SignalWorkflowExecutionRequest,
     StartWorkflowExecutionRequest, TerminateWorkflowExecutionRequest,
 };
-use tokio::sync::OnceCell;
-use url::Url;
-
-use crate::codec::FernetCodec;
-use crate::errors::EngineError;
-use crate::payload::{self, Json};
-use crate::runtime::{call, generation};
-
-/// TLS material for a connection; bytes, read from files by the Python side.
-#[derive(FromPyObject, Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct TlsConfig {
-    pub server_root_ca_cert: Option<Vec<u8>>,
-    pub client_cert: Option<Vec<u8>>,
-    pub client_private_key: Option<Vec<u8>>,
-    pub domain: Option<String>,
-}
-
-/// Where and how to connect; twin of the Python dataclass `config.ConnectionConfig`.
-/// Equal configurations share one connection.
-#[derive(FromPyObject, Clone, Debug, PartialEq, Eq, Hash)]
-pub struct ConnectionConfig {
-    pub host: String,
-    pub port: u16,
-    pub namespace: String,
-    pub api_key: Option<String>,
-    pub tls: Option<TlsConfig>,
-    pub connect_timeout_millis: u64,
-    pub identity: String,
-    /// NOMAD API secret for payload encryption (None: payloads travel in plain JSON).
-    pub payload_secret: Option<String>,
-    /// Bound on one client call (not on waiting for a result), see [`bounded`].
-    pub rpc_timeout_millis: u64,
-    /// NOMAD 2.0's `temporal.payload_codec_key` (encrypts payloads, with its key id).
-    pub payload_codec_key: Option<String>,
-    /// The `encryption-key-id` written with payloads encrypted with `payload_codec_key`.
-    pub payload_codec_key_id: String,
-}
-
-impl ConnectionConfig {
-    /// A plain-text configuration for `host:port` (tests, benches).
-    pub fn plain(host: &str, port: u16) -> Self {
-        ConnectionConfig {
-            host: host.to_string(),
-            port,
-            namespace: "default".to_string(),
-            api_key: None,
-            tls: None,
-            connect_timeout_millis: 5000,
-            identity: format!("{}@nomad-actions", std::process::id()),
-            payload_secret: None,
-            rpc_timeout_millis: 10_000,
-            payload_codec_key: None,
-            payload_codec_key_id: "default".to_string(),
-        }
-    }
-
-    /// The URL temporalio-client connects to; `https` whenever TLS or an API key is set.
-    pub fn target(&self) -> String {
-        let scheme = if self.tls.is_some() || self.api_key.is_some() {
-            "https"
-        } else {
-            "http"
-        };
-        format!("{scheme}://{}:{}", self.host, self.port)
-    }
-
-    fn connect_timeout(&self) -> Duration {
-        Duration::from_millis(self.connect_timeout_millis.max(1))
-    }
-
-    fn options(&self) -> Result<ConnectionOptions, EngineError> {
-        let url = Url::parse(&self.target()).map_err(|e| {
-            EngineError::Config(format!("bad Temporal address {}: {e}", self.target()))
-        })?;
-        let tls = self.tls.as_ref().map(|t| {
-            let client = match (&t.client_cert, &t.client_private_key) {
-                (Some(cert), Some(key)) => Some(
-                    ClientTlsOptions::builder()
-                        .client_cert(cert.clone())
-                        .client_private_key(key.clone())
-                        .build(),
-                ),
-                _ => None,
-            };
-            TlsOptions::builder()
-                .maybe_server_root_ca_cert(t.server_root_ca_cert.clone())
-                .maybe_domain(t.domain.clone())
-                .maybe_client_tls_options(client)
-                .build()
-        });
-        // Retries of failed RPCs must end within the connect timeout, so that a server that
-        // is down gives a clear error instead of a long silent wait.
-        let retry = RetryOptions::builder()
-            .max_elapsed_time(Some(self.connect_timeout()))
-            .max_retries(3)
-            .build();
-        let identity = if self.identity.is_empty() {
-            format!("{}@nomad-actions", std::process::id())
-        } else {
-            self.identity.clone()
-        };
-        Ok(ConnectionOptions::new(url)
-            .identity(identity)
-            .maybe_tls_options(tls)
-            .maybe_api_key(self.api_key.clone())
-            .maybe_metrics_meter(crate::telemetry::meter_for_connection())
-            .connect_timeout(self.connect_timeout())
-            .retry_options(retry)
-            // A single host: DNS load balancing only adds a resolver task.
-            .dns_load_balancing(None)
-            .build())
-    }
-}
-
-type ConnectionSlot = Arc<OnceCell<Connection>>;
-
-/// The connection cache: a slot per configuration. A slot stays empty until a connect
-/// succeeds, so a failed connect is retried on the next call. It lives in the process's
-/// [`crate::runtime::Generation`]: a forked child starts with an empty one, because the
-/// parent's connections run on tasks of a runtime the child does not have.
-pub type ConnectionMap = HashMap<ConnectionConfig, ConnectionSlot>;
-
-fn slot(config: &ConnectionConfig) -> ConnectionSlot {
-    let mut map = generation()
-        .connections
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    map.entry(config.clone()).or_default().clone()
-}
-
-/// The shared connection for `config`, connecting on first use.
-pub async fn connection(config: &ConnectionConfig) -> Result<Connection, EngineError> {
-    let slot = slot(config);
-    let conn = slot
-        .get_or_try_init(|| async {
-            let target = config.target();
-            let options = config.options()?;
-            match tokio::time::timeout(config.connect_timeout(), Connection::connect(options)).await
-            {
-                Ok(Ok(conn)) => Ok(conn),
-                Ok(Err(err)) => Err(EngineError::Connect {
-                    target,
-                    reason: error_chain(&err),
-                }),
-                Err(_) => Err(EngineError::Connect {
-                    target,
-                    reason: format!("no answer within {} ms", config.connect_timeout_millis),
-                }),
-            }
-        })
-        .await?;
-    Ok(conn.clone())
-}
-
-/// Number of configurations with a live connection (for tests of the cache).
-pub fn open_connections() -> usize {
-    let map = generation()
-        .connections
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    map.values().filter(|slot| slot.initialized()).count()
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = cause.source();
-    }
-    out
-}
 
 /// Seconds since the epoch of a protobuf timestamp (several Timestamp types are in play:
 /// prost's and prost-wkt's, so take the two fields).
@@ -406,7 +231,7 @@ impl Client {
                 kind: TaskQueueKind::Normal as i32,
                 ..Default::default()
             }),
-            input: Some(payload::encode_values(&args, self.codec.as_ref())),
+            input: Some(codec::encode_values(&args, self.codec.as_ref())),
             identity: self.config.identity.clone(),
             // Idempotency key: a retried RPC does not start a second run.
             request_id: uuid::Uuid::new_v4().to_string(),
@@ -428,7 +253,8 @@ impl Client {
                     "StartWorkflowExecution",
                     s,
                     &req.workflow_id,
-                    &self.config,
+                    &self.config.target(),
+                    &self.config.namespace,
                 )
             })?;
         Ok(resp.into_inner().run_id)
@@ -448,7 +274,13 @@ impl Client {
             .describe_workflow_execution(tonic::Request::new(request))
             .await
             .map_err(|s| {
-                EngineError::from_status("DescribeWorkflowExecution", s, workflow_id, &self.config)
+                EngineError::from_status(
+                    "DescribeWorkflowExecution",
+                    s,
+                    workflow_id,
+                    &self.config.target(),
+                    &self.config.namespace,
+                )
             })?
             .into_inner();
         let info = resp.workflow_execution_info.unwrap_or_default();
@@ -472,7 +304,7 @@ impl Client {
                         d.payloads
                             .iter()
                             .map(|p| {
-                                let value = payload::decode_value(p, self.codec.as_ref());
+                                let value = codec::decode_value(p, self.codec.as_ref());
                                 Json(value.unwrap_or(Value::Null))
                             })
                             .collect()
@@ -551,7 +383,8 @@ impl Client {
                         "GetWorkflowExecutionHistory",
                         s,
                         workflow_id,
-                        &self.config,
+                        &self.config.target(),
+                        &self.config.namespace,
                     ));
                 }
             };
@@ -564,7 +397,7 @@ impl Client {
             page_token.clear();
             let (status, result, failure, next_run) = match attributes {
                 Attributes::WorkflowExecutionCompletedEventAttributes(a) => {
-                    let value = payload::decode_first(a.result.as_ref(), self.codec.as_ref())
+                    let value = codec::decode_first(a.result.as_ref(), self.codec.as_ref())
                         .map_err(payload_err(format!("result of workflow {workflow_id:?}")))?;
                     (2, Some(Json(value)), None, a.new_execution_run_id)
                 }
@@ -653,7 +486,8 @@ impl Client {
                     "RequestCancelWorkflowExecution",
                     s,
                     workflow_id,
-                    &self.config,
+                    &self.config.target(),
+                    &self.config.namespace,
                 )
             })?;
         Ok(())
@@ -675,7 +509,13 @@ impl Client {
         svc.terminate_workflow_execution(tonic::Request::new(request))
             .await
             .map_err(|s| {
-                EngineError::from_status("TerminateWorkflowExecution", s, workflow_id, &self.config)
+                EngineError::from_status(
+                    "TerminateWorkflowExecution",
+                    s,
+                    workflow_id,
+                    &self.config.target(),
+                    &self.config.namespace,
+                )
             })?;
         Ok(())
     }
@@ -694,7 +534,7 @@ impl Client {
                 run_id: String::new(),
             }),
             signal_name,
-            input: Some(payload::encode_values(&args, self.codec.as_ref())),
+            input: Some(codec::encode_values(&args, self.codec.as_ref())),
             identity: self.config.identity.clone(),
             request_id: uuid::Uuid::new_v4().to_string(),
             ..Default::default()
@@ -703,7 +543,13 @@ impl Client {
         svc.signal_workflow_execution(tonic::Request::new(request))
             .await
             .map_err(|s| {
-                EngineError::from_status("SignalWorkflowExecution", s, workflow_id, &self.config)
+                EngineError::from_status(
+                    "SignalWorkflowExecution",
+                    s,
+                    workflow_id,
+                    &self.config.target(),
+                    &self.config.namespace,
+                )
             })?;
         Ok(())
     }
@@ -723,7 +569,7 @@ impl Client {
             }),
             query: Some(WorkflowQuery {
                 query_type: query_type.clone(),
-                query_args: Some(payload::encode_values(&args, self.codec.as_ref())),
+                query_args: Some(codec::encode_values(&args, self.codec.as_ref())),
                 ..Default::default()
             }),
             ..Default::default()
@@ -732,7 +578,15 @@ impl Client {
         let resp = svc
             .query_workflow(tonic::Request::new(request))
             .await
-            .map_err(|s| EngineError::from_status("QueryWorkflow", s, workflow_id, &self.config))?
+            .map_err(|s| {
+                EngineError::from_status(
+                    "QueryWorkflow",
+                    s,
+                    workflow_id,
+                    &self.config.target(),
+                    &self.config.namespace,
+                )
+            })?
             .into_inner();
         if let Some(rejected) = resp.query_rejected {
             return Err(EngineError::Rpc {
@@ -744,7 +598,7 @@ impl Client {
                 ),
             });
         }
-        payload::decode_first(resp.query_result.as_ref(), self.codec.as_ref())
+        codec::decode_first(resp.query_result.as_ref(), self.codec.as_ref())
             .map_err(payload_err(format!("answer to query {query_type:?}")))
     }
 
@@ -770,10 +624,16 @@ impl Client {
                 svc.list_workflow_executions(tonic::Request::new(request))
                     .await
                     .map_err(|s| {
-                        EngineError::from_status("ListWorkflowExecutions", s, "", &self.config)
+                        EngineError::from_status(
+                            "ListWorkflowExecutions",
+                            s,
+                            "",
+                            &self.config.target(),
+                            &self.config.namespace,
+                        )
                     })
             };
-            let resp = bounded(self, "ListWorkflowExecutions", page)
+            let resp = bounded(&self.config, "ListWorkflowExecutions", page)
                 .await?
                 .into_inner();
             for info in resp.executions {
@@ -886,7 +746,15 @@ impl Client {
         let resp = svc
             .list_workflow_executions(tonic::Request::new(request))
             .await
-            .map_err(|s| EngineError::from_status("ListWorkflowExecutions", s, "", &self.config))?
+            .map_err(|s| {
+                EngineError::from_status(
+                    "ListWorkflowExecutions",
+                    s,
+                    "",
+                    &self.config.target(),
+                    &self.config.namespace,
+                )
+            })?
             .into_inner();
         Ok(ExecutionPage {
             executions: resp.executions.into_iter().map(execution_of).collect(),
@@ -905,7 +773,13 @@ impl Client {
             .count_workflow_executions(tonic::Request::new(request))
             .await
             .map_err(|s| {
-                EngineError::from_status("CountWorkflowExecutions", s, "", &self.config)
+                EngineError::from_status(
+                    "CountWorkflowExecutions",
+                    s,
+                    "",
+                    &self.config.target(),
+                    &self.config.namespace,
+                )
             })?;
         Ok(resp.into_inner().count)
     }
@@ -919,7 +793,15 @@ impl Client {
         let resp = svc
             .list_search_attributes(tonic::Request::new(request))
             .await
-            .map_err(|s| EngineError::from_status("ListSearchAttributes", s, "", &self.config))?;
+            .map_err(|s| {
+                EngineError::from_status(
+                    "ListSearchAttributes",
+                    s,
+                    "",
+                    &self.config.target(),
+                    &self.config.namespace,
+                )
+            })?;
         Ok(resp.into_inner().custom_attributes)
     }
 
@@ -935,7 +817,15 @@ impl Client {
         let mut svc = self.conn().await?.operator_service();
         svc.add_search_attributes(tonic::Request::new(request))
             .await
-            .map_err(|s| EngineError::from_status("AddSearchAttributes", s, "", &self.config))?;
+            .map_err(|s| {
+                EngineError::from_status(
+                    "AddSearchAttributes",
+                    s,
+                    "",
+                    &self.config.target(),
+                    &self.config.namespace,
+                )
+            })?;
         Ok(())
     }
 }
@@ -945,25 +835,6 @@ fn now_secs() -> f64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or_default()
-}
-
-/// `fut` (one client call: connect if needed, then the RPC) bounded by the configuration's
-/// RPC timeout. Over a stalled connection (a partition, a proxy that stopped forwarding)
-/// an RPC would wait forever; this turns that into the same error as a server that is
-/// down, naming the address. The connection survives and serves the next call.
-pub async fn bounded<T>(
-    client: &Client,
-    rpc: &'static str,
-    fut: impl Future<Output = Result<T, EngineError>>,
-) -> Result<T, EngineError> {
-    let millis = client.config.rpc_timeout_millis.max(1);
-    match tokio::time::timeout(Duration::from_millis(millis), fut).await {
-        Ok(out) => out,
-        Err(_) => Err(EngineError::Connect {
-            target: client.config.target(),
-            reason: format!("{rpc}: no answer within {millis} ms"),
-        }),
-    }
 }
 
 /// Python handle to a [`Client`]; every method takes `blocking` (sync API) or returns an
@@ -986,7 +857,7 @@ impl ClientRef {
     fn connect<'py>(&self, py: Python<'py>, blocking: bool) -> PyResult<Bound<'py, PyAny>> {
         let client = self.inner.clone();
         call(py, blocking, async move {
-            bounded(&client, "Connect", client.conn()).await?;
+            bounded(&client.config, "Connect", client.conn()).await?;
             Ok(())
         })
     }
@@ -1000,7 +871,7 @@ impl ClientRef {
         let client = self.inner.clone();
         call(py, blocking, async move {
             Ok(bounded(
-                &client,
+                &client.config,
                 "StartWorkflowExecution",
                 client.start_workflow(request),
             )
@@ -1017,7 +888,7 @@ impl ClientRef {
         let client = self.inner.clone();
         call(py, blocking, async move {
             Ok(bounded(
-                &client,
+                &client.config,
                 "DescribeWorkflowExecution",
                 client.describe(&workflow_id),
             )
@@ -1059,7 +930,7 @@ impl ClientRef {
         let client = self.inner.clone();
         call(py, blocking, async move {
             Ok(bounded(
-                &client,
+                &client.config,
                 "RequestCancelWorkflowExecution",
                 client.cancel(&workflow_id, reason),
             )
@@ -1077,7 +948,7 @@ impl ClientRef {
         let client = self.inner.clone();
         call(py, blocking, async move {
             Ok(bounded(
-                &client,
+                &client.config,
                 "TerminateWorkflowExecution",
                 client.terminate(&workflow_id, reason),
             )
@@ -1097,7 +968,7 @@ impl ClientRef {
         let args = args.into_iter().map(|j| j.0).collect();
         call(py, blocking, async move {
             Ok(bounded(
-                &client,
+                &client.config,
                 "SignalWorkflowExecution",
                 client.signal(&workflow_id, signal_name, args),
             )
@@ -1117,7 +988,7 @@ impl ClientRef {
         let args = args.into_iter().map(|j| j.0).collect();
         call(py, blocking, async move {
             let answer = bounded(
-                &client,
+                &client.config,
                 "QueryWorkflow",
                 client.query(&workflow_id, query_type, args),
             );
@@ -1152,7 +1023,7 @@ impl ClientRef {
         let client = self.inner.clone();
         call(py, blocking, async move {
             Ok(bounded(
-                &client,
+                &client.config,
                 "ListWorkflowExecutions",
                 client.list_page(query, page_size, page_token),
             )
@@ -1168,7 +1039,12 @@ impl ClientRef {
     ) -> PyResult<Bound<'py, PyAny>> {
         let client = self.inner.clone();
         call(py, blocking, async move {
-            Ok(bounded(&client, "CountWorkflowExecutions", client.count(query)).await?)
+            Ok(bounded(
+                &client.config,
+                "CountWorkflowExecutions",
+                client.count(query),
+            )
+            .await?)
         })
     }
 
@@ -1179,7 +1055,12 @@ impl ClientRef {
     ) -> PyResult<Bound<'py, PyAny>> {
         let client = self.inner.clone();
         call(py, blocking, async move {
-            Ok(bounded(&client, "ListSearchAttributes", client.search_attributes()).await?)
+            Ok(bounded(
+                &client.config,
+                "ListSearchAttributes",
+                client.search_attributes(),
+            )
+            .await?)
         })
     }
 
@@ -1192,7 +1073,7 @@ impl ClientRef {
         let client = self.inner.clone();
         call(py, blocking, async move {
             Ok(bounded(
-                &client,
+                &client.config,
                 "AddSearchAttributes",
                 client.add_search_attributes(attributes),
             )
@@ -1250,59 +1131,4 @@ pub fn unix_time() -> f64 {
 #[pyfunction]
 pub fn connection_count() -> usize {
     open_connections()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn target_uses_https_with_tls_or_api_key() {
-        let mut cfg = ConnectionConfig::plain("localhost", 7233);
-        assert_eq!(cfg.target(), "http://localhost:7233");
-        cfg.api_key = Some("k".into());
-        assert_eq!(cfg.target(), "https://localhost:7233");
-        cfg.api_key = None;
-        cfg.tls = Some(TlsConfig::default());
-        assert_eq!(cfg.target(), "https://localhost:7233");
-    }
-
-    #[test]
-    fn equal_configs_share_one_slot_and_different_ones_do_not() {
-        let a = ConnectionConfig::plain("127.0.0.1", 1);
-        let b = ConnectionConfig::plain("127.0.0.1", 1);
-        let c = ConnectionConfig::plain("127.0.0.1", 2);
-        assert!(Arc::ptr_eq(&slot(&a), &slot(&b)));
-        assert!(!Arc::ptr_eq(&slot(&a), &slot(&c)));
-    }
-
-    #[test]
-    fn failed_connect_is_a_clear_error_and_is_not_cached() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        // A port nobody listens on: bind one, then close it.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut cfg = ConnectionConfig::plain("127.0.0.1", port);
-        cfg.connect_timeout_millis = 2000;
-        let started = std::time::Instant::now();
-        let err = rt.block_on(connection(&cfg)).unwrap_err();
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "took {:?}",
-            started.elapsed()
-        );
-        let text = err.to_string();
-        assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
-        assert!(matches!(err, EngineError::Connect { .. }));
-        assert!(
-            slot(&cfg).get().is_none(),
-            "a failed connection must not be cached"
-        );
-    }
 }

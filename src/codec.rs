@@ -21,41 +21,15 @@ use temporalio_common::data_converters::{
 use temporalio_common::payload_visitor::{PayloadVisitable, decode_payloads, encode_payloads};
 use temporalio_common::protos::temporal::api::common::v1::Payload;
 
-use crate::client::ConnectionConfig;
-use crate::errors::EngineError;
-use crate::payload::ENCODING_KEY;
+use serde_json::Value;
+use temporalio_common::protos::temporal::api::common::v1::Payloads;
 
-/// Encoding of an encrypted payload.
-pub const BINARY_ENCRYPTED: &[u8] = b"binary/encrypted";
+use crate::connection::ConnectionConfig;
+use crate::errors::EngineError;
+pub use crate::payload::{BINARY_ENCRYPTED, CodecError};
+use crate::payload::{ENCODING_KEY, PayloadError, from_payload, to_payloads};
 /// Metadata key naming the codec key an encrypted payload was made with (NOMAD 2.0).
 pub const KEY_ID_METADATA: &str = "encryption-key-id";
-
-/// Why a payload could not be decoded.
-#[derive(Debug, thiserror::Error)]
-pub enum CodecError {
-    #[error(
-        "payload codec (Fernet, binary/encrypted) could not decrypt a payload: the NOMAD API \
-         secret differs from the one that encrypted it, or the data is corrupt"
-    )]
-    WrongKey,
-    #[error(
-        "payload codec (Fernet, binary/encrypted) could not decrypt a payload with key ID \
-         '{0}': temporal.payload_codec_key differs from the one that encrypted it, or the data \
-         is corrupt"
-    )]
-    WrongCodecKey(String),
-    #[error("No Temporal payload codec key configured for key ID '{0}'")]
-    UnknownKeyId(String),
-    #[error(
-        "payload codec (Fernet, binary/encrypted): a payload without encryption-key-id needs the \
-         NOMAD API secret (services.api_secret, NOMAD_SERVICES_API_SECRET), which is not set"
-    )]
-    NoSecret,
-    #[error("payload codec (Fernet, binary/encrypted): decrypted data is not a Payload: {0}")]
-    NotAPayload(#[from] prost::DecodeError),
-    #[error("payload codec (Fernet, binary/encrypted): {0}")]
-    Other(String),
-}
 
 /// The keys of the NOMAD API secret: 2.0's derivation, and 1.4.0's where it differs.
 #[derive(Clone)]
@@ -209,6 +183,34 @@ impl FernetCodec {
     }
 }
 
+/// Encode values to payloads, encrypting them when a codec is configured.
+pub fn encode_values(values: &[Value], codec: Option<&FernetCodec>) -> Payloads {
+    let mut payloads = to_payloads(values);
+    if let Some(codec) = codec {
+        payloads.payloads = payloads.payloads.iter().map(|p| codec.encode(p)).collect();
+    }
+    payloads
+}
+
+/// Decode one payload, decrypting it first when a codec is configured.
+pub fn decode_value(payload: &Payload, codec: Option<&FernetCodec>) -> Result<Value, PayloadError> {
+    match codec {
+        Some(codec) => from_payload(&codec.decode(payload.clone())?),
+        None => from_payload(payload),
+    }
+}
+
+/// [`first_value`] with decryption.
+pub fn decode_first(
+    payloads: Option<&Payloads>,
+    codec: Option<&FernetCodec>,
+) -> Result<Value, PayloadError> {
+    match payloads.and_then(|p| p.payloads.first()) {
+        Some(p) => decode_value(p, codec),
+        None => Ok(Value::Null),
+    }
+}
+
 /// The codec of a configuration, for Python (the codec server): serialized `Payload` bytes
 /// in, serialized `Payload` bytes out.
 #[pyclass(name = "PayloadCodecRef", module = "nomad_actions._core", frozen)]
@@ -219,7 +221,7 @@ pub struct PayloadCodecRef {
 fn codec_err(context: &str, err: CodecError) -> PyErr {
     EngineError::Payload {
         context: context.to_string(),
-        source: crate::payload::PayloadError::Codec(err),
+        source: PayloadError::Codec(err),
     }
     .into()
 }

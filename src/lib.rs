@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod codec;
+pub mod connection;
 pub mod errors;
 pub mod payload;
 pub mod runtime;

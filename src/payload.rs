@@ -16,7 +16,6 @@ use pyo3::types::{
 };
 use serde_json::{Map, Number, Value};
 
-use crate::codec::FernetCodec;
 use temporalio_common::protos::temporal::api::common::v1::{Payload, Payloads};
 
 /// Metadata key naming a payload's encoding.
@@ -27,6 +26,8 @@ pub const JSON_PLAIN: &[u8] = b"json/plain";
 pub const BINARY_NULL: &[u8] = b"binary/null";
 /// Encoding temporalio uses for raw `bytes`.
 pub const BINARY_PLAIN: &[u8] = b"binary/plain";
+/// Encoding of a payload encrypted by the codec (`crate::codec`).
+pub const BINARY_ENCRYPTED: &[u8] = b"binary/encrypted";
 
 /// How deeply values may nest (lists and dicts in one another): serde_json refuses deeper
 /// JSON when it parses (its recursion limit, 128), so nothing deeper is ever encoded.
@@ -48,7 +49,34 @@ pub enum PayloadError {
     #[error("payload holds the integer {0}, out of range (JSON payloads hold 64-bit integers)")]
     IntegerOutOfRange(String),
     #[error(transparent)]
-    Codec(#[from] crate::codec::CodecError),
+    Codec(#[from] CodecError),
+}
+
+/// Why a payload could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error(
+        "payload codec (Fernet, binary/encrypted) could not decrypt a payload: the NOMAD API \
+         secret differs from the one that encrypted it, or the data is corrupt"
+    )]
+    WrongKey,
+    #[error(
+        "payload codec (Fernet, binary/encrypted) could not decrypt a payload with key ID \
+         '{0}': temporal.payload_codec_key differs from the one that encrypted it, or the data \
+         is corrupt"
+    )]
+    WrongCodecKey(String),
+    #[error("No Temporal payload codec key configured for key ID '{0}'")]
+    UnknownKeyId(String),
+    #[error(
+        "payload codec (Fernet, binary/encrypted): a payload without encryption-key-id needs the \
+         NOMAD API secret (services.api_secret, NOMAD_SERVICES_API_SECRET), which is not set"
+    )]
+    NoSecret,
+    #[error("payload codec (Fernet, binary/encrypted): decrypted data is not a Payload: {0}")]
+    NotAPayload(#[from] prost::DecodeError),
+    #[error("payload codec (Fernet, binary/encrypted): {0}")]
+    Other(String),
 }
 
 /// A JSON value, turned into a Python object (via pythonize) when it crosses to Python.
@@ -72,13 +100,8 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Json {
     /// surrogate, bytes, nesting deeper than [`MAX_DEPTH`], an unknown type), never with a
     /// panic or a stack overflow.
     fn extract(obj: Borrowed<'a, 'py, PyAny>) -> Result<Self, Self::Error> {
-        json_from_py(&obj).map(Json).map_err(|source| {
-            crate::errors::EngineError::Payload {
-                context: "cannot encode a JSON payload".into(),
-                source,
-            }
-            .into()
-        })
+        // `PayloadError` becomes `nomad_actions.PayloadError` in `crate::errors`.
+        json_from_py(&obj).map(Json).map_err(PyErr::from)
     }
 }
 
@@ -364,34 +387,6 @@ fn out_of_range_integer(data: &[u8]) -> Option<String> {
 pub fn first_value(payloads: Option<&Payloads>) -> Result<Value, PayloadError> {
     match payloads.and_then(|p| p.payloads.first()) {
         Some(p) => from_payload(p),
-        None => Ok(Value::Null),
-    }
-}
-
-/// Encode values to payloads, encrypting them when a codec is configured.
-pub fn encode_values(values: &[Value], codec: Option<&FernetCodec>) -> Payloads {
-    let mut payloads = to_payloads(values);
-    if let Some(codec) = codec {
-        payloads.payloads = payloads.payloads.iter().map(|p| codec.encode(p)).collect();
-    }
-    payloads
-}
-
-/// Decode one payload, decrypting it first when a codec is configured.
-pub fn decode_value(payload: &Payload, codec: Option<&FernetCodec>) -> Result<Value, PayloadError> {
-    match codec {
-        Some(codec) => from_payload(&codec.decode(payload.clone())?),
-        None => from_payload(payload),
-    }
-}
-
-/// [`first_value`] with decryption.
-pub fn decode_first(
-    payloads: Option<&Payloads>,
-    codec: Option<&FernetCodec>,
-) -> Result<Value, PayloadError> {
-    match payloads.and_then(|p| p.payloads.first()) {
-        Some(p) => decode_value(p, codec),
         None => Ok(Value::Null),
     }
 }

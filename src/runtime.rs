@@ -43,7 +43,7 @@ pub struct Generation {
     /// sdk-core's runtime, built on first use by [`core_runtime`].
     core: OnceLock<temporalio_sdk_core::CoreRuntime>,
     /// The connection cache of [`crate::client`]; its type is the client's business.
-    pub(crate) connections: Mutex<crate::client::ConnectionMap>,
+    pub(crate) connections: Mutex<crate::connection::ConnectionMap>,
 }
 
 static CURRENT: AtomicPtr<Generation> = AtomicPtr::new(std::ptr::null_mut());

@@ -321,3 +321,97 @@ def test_reconnects_after_the_server_restarts(tmp_path) -> None:
         assert get_action_status(wid) == WorkflowExecutionStatus.RUNNING
         nomad_actions.terminate_action(wid)
         assert get_action_status(wid) == WorkflowExecutionStatus.TERMINATED
+
+
+def test_result_timeout_is_a_structured_action_timeout_error() -> None:
+    wid = start_action(WAITER, {"user_id": user(), "seconds": 60})
+    with pytest.raises(nomad_actions.ActionTimeoutError) as info:
+        get_action_result(wid, timeout=0.5)
+    assert isinstance(info.value, TimeoutError)
+    assert (info.value.workflow_id, info.value.timeout) == (wid, 0.5)
+    nomad_actions.terminate_action(wid)
+
+
+def test_connection_errors_carry_their_kind_and_address() -> None:
+    """The kind comes from the error's types in Rust (the Python side never reads the text)."""
+    from nomad_actions.config import configure, reset_config
+
+    port = free_port()
+    try:
+        configure(host="127.0.0.1", port=port, connect_timeout=3)
+        with pytest.raises(nomad_actions.TemporalConnectionError) as refused:
+            get_action_status("x")
+        assert refused.value.kind == "refused"
+        assert refused.value.address == f"http://127.0.0.1:{port}"
+        assert refused.value.reason and not refused.value.reason.startswith("cannot connect")
+        configure(host="no-such-host.invalid", port=7233)
+        with pytest.raises(nomad_actions.TemporalConnectionError) as unknown:
+            get_action_status("x")
+        assert unknown.value.kind == "unknown_host"
+        assert unknown.value.address == "http://no-such-host.invalid:7233"
+    finally:
+        reset_config()
+
+
+_COUNT_DESCRIBES = r"""
+import json, sys, urllib.request
+from nomad_actions import _core
+from nomad_actions import (
+    WorkflowNotFoundError, configure, get_action_status, query_action, signal_action,
+    stop_action, terminate_action,
+)
+
+address = _core.start_metrics_exporter("127.0.0.1:0")
+configure(host=sys.argv[1], port=int(sys.argv[2]))
+
+
+def describes() -> float:
+    text = urllib.request.urlopen(f"http://{address}/metrics", timeout=10).read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("temporal_request{") and 'operation="DescribeWorkflowExecution"' in line
+    )
+
+
+counts = {}
+for name, call in [
+    ("stop", lambda user: stop_action("no-such-wid", user)),
+    ("terminate", lambda user: terminate_action("no-such-wid", user)),
+    ("signal", lambda user: signal_action("no-such-wid", "s", None, user_id=user)),
+    ("query", lambda user: query_action("no-such-wid", "q", user_id=user)),
+    ("status", lambda user: get_action_status("no-such-wid", user)),
+]:
+    for user in (None, "u1"):
+        before = describes()
+        try:
+            call(user)
+        except WorkflowNotFoundError:
+            pass
+        else:
+            raise SystemExit(f"{name}: no WorkflowNotFoundError")
+        counts[f"{name}:{user}"] = describes() - before
+print(json.dumps(counts))
+"""
+
+
+def test_calls_without_an_owner_check_skip_the_describe(temporal: DevServer) -> None:
+    """Counted by the client's own RPC metrics: without a user, stop/terminate/signal/query
+    are one RPC (still `WorkflowNotFoundError` for an unknown id); with a user, the owner
+    check describes first. A status is always one describe."""
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", _COUNT_DESCRIBES, temporal.host, str(temporal.port)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    counts = json.loads(proc.stdout.strip().splitlines()[-1])
+    for name in ("stop", "terminate", "signal", "query"):
+        assert counts[f"{name}:None"] == 0, counts
+        assert counts[f"{name}:u1"] == 1, counts
+    assert counts["status:None"] == 1 and counts["status:u1"] == 1, counts

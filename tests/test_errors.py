@@ -13,6 +13,8 @@ from nomad_actions.errors import (
     ActionInputError,
     ActionLoadError,
     ActionPermissionError,
+    ActionTimeoutError,
+    ConfigurationError,
     NomadActionsError,
     NothingToRunError,
     PayloadError,
@@ -38,6 +40,8 @@ from nomad_actions.errors import (
         (ActionFailedError, None),
         (RPCError, None),
         (NothingToRunError, ValueError),
+        (ActionTimeoutError, TimeoutError),
+        (ConfigurationError, ValueError),
     ],
 )
 def test_hierarchy_and_message_only_constructor(cls: type[Exception], builtin: type | None) -> None:

@@ -32,7 +32,6 @@ from nomad_actions.errors import (
     ActionFailedError,
     ActionInputError,
     ActionPermissionError,
-    PayloadError,
     RPCError,
 )
 from nomad_actions.progress import ProgressReport, progress_reports
@@ -82,21 +81,6 @@ NativeCall = Callable[[bool], Any]
 Op = Generator[NativeCall, Any, T]
 
 
-_ENCRYPTED_HINT = (
-    "; it was encrypted with a NOMAD API secret (upstream's Fernet codec), so set the same "
-    "secret (configure(api_secret=...) or NOMAD_SERVICES_API_SECRET) outside development mode"
-)
-
-
-def _explained(err: PayloadError) -> PayloadError | None:
-    """The error of a client without a secret that met encrypted data, saying what to do;
-    None for other payload errors."""
-    text = str(err)
-    if 'unsupported encoding "binary/encrypted"' not in text or _ENCRYPTED_HINT in text:
-        return None
-    return PayloadError(text + _ENCRYPTED_HINT)
-
-
 def _sync(op: Op[T]) -> T:
     # A native call's error is thrown into the op, so an op can handle it (manager.py does).
     try:
@@ -110,11 +94,6 @@ def _sync(op: Op[T]) -> T:
                 call = op.send(value)
     except StopIteration as stop:
         return stop.value
-    except PayloadError as err:
-        explained = _explained(err)
-        if explained is None:
-            raise
-        raise explained from None
 
 
 async def _async(op: Op[T]) -> T:
@@ -129,11 +108,6 @@ async def _async(op: Op[T]) -> T:
                 call = op.send(value)
     except StopIteration as stop:
         return stop.value
-    except PayloadError as err:
-        explained = _explained(err)
-        if explained is None:
-            raise
-        raise explained from None
 
 
 @lru_cache(maxsize=8)
@@ -429,6 +403,14 @@ def _describe(workflow_id: str, user_id: str | None) -> Op[dict[str, Any]]:
     return description
 
 
+def _check_access(workflow_id: str, user_id: str | None) -> Op[None]:
+    """The owner check of a call that needs nothing else from the description: without a
+    user there is nothing to check, so no `describe` round trip (the call itself reports
+    an unknown workflow id as `WorkflowNotFoundError`)."""
+    if user_id is not None:
+        yield from _describe(workflow_id, user_id)
+
+
 def _status(workflow_id: str, user_id: str | None) -> Op[WorkflowExecutionStatus]:
     description = yield from _describe(workflow_id, user_id)
     return WorkflowExecutionStatus(description["status"])
@@ -505,7 +487,7 @@ def get_action_result(
     Raises:
         ActionFailedError: the action FAILED, was CANCELED, TERMINATED or TIMED_OUT;
             carries Temporal's failure message.
-        TimeoutError: `timeout` passed first.
+        ActionTimeoutError: `timeout` passed first (a `TimeoutError`).
         WorkflowNotFoundError, ActionPermissionError: as for `get_action_status`.
     """
     return _sync(_result(workflow_id, user_id, timeout))
@@ -519,7 +501,7 @@ async def get_action_result_async(
 
 
 def _stop(workflow_id: str, user_id: str | None, reason: str) -> Op[None]:
-    yield from _describe(workflow_id, user_id)
+    yield from _check_access(workflow_id, user_id)
     client = _client()
     yield lambda blocking: client.cancel(workflow_id, reason, blocking)
 
@@ -536,7 +518,7 @@ async def stop_action_async(workflow_id: str, user_id: str | None = None, reason
 
 
 def _terminate(workflow_id: str, user_id: str | None, reason: str) -> Op[None]:
-    yield from _describe(workflow_id, user_id)
+    yield from _check_access(workflow_id, user_id)
     client = _client()
     yield lambda blocking: client.terminate(workflow_id, reason, blocking)
 
@@ -554,7 +536,7 @@ async def terminate_action_async(
 
 
 def _signal(workflow_id: str, signal: str, data: Any, user_id: str | None) -> Op[None]:
-    yield from _describe(workflow_id, user_id)
+    yield from _check_access(workflow_id, user_id)
     client = _client()
     args = [] if data is None else [to_jsonable(data)]
     yield lambda blocking: client.signal(workflow_id, signal, args, blocking)
@@ -575,7 +557,7 @@ async def signal_action_async(
 
 
 def _query(workflow_id: str, query: str, data: Any, user_id: str | None) -> Op[Any]:
-    yield from _describe(workflow_id, user_id)
+    yield from _check_access(workflow_id, user_id)
     client = _client()
     args = [] if data is None else [to_jsonable(data)]
     return (yield lambda blocking: client.query(workflow_id, query, args, blocking))

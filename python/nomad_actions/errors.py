@@ -19,6 +19,7 @@ __all__ = [
     "ActionNotFoundError",
     "ActionNotRunningError",
     "ActionPermissionError",
+    "ActionTimeoutError",
     "AmbiguousActionError",
     "ConfigurationError",
     "NomadActionsError",
@@ -103,7 +104,18 @@ class WorkflowAlreadyStartedError(NomadActionsError):
 
 
 class PayloadError(NomadActionsError, ValueError):
-    """A payload could not be encoded or decoded (bad JSON, unknown encoding, bad key)."""
+    """A payload could not be encoded or decoded (bad JSON, unknown encoding, bad key).
+
+    Attributes:
+        encoding: The payload's encoding when that was the problem (e.g.
+            ``"binary/encrypted"`` met by a client without the secret), else None.
+    """
+
+    encoding: str | None = None
+
+    def __init__(self, message: str, encoding: str | None = None) -> None:
+        super().__init__(message)
+        self.encoding = encoding
 
 
 class ActionPermissionError(NomadActionsError, PermissionError):
@@ -155,21 +167,56 @@ class NothingToRunError(NomadActionsError, ValueError):
 class TemporalConnectionError(NomadActionsError, ConnectionError):
     """The Temporal server could not be reached.
 
-    The engine sets the attributes on the instances it raises; an instance built from a
-    message alone has them all None.
-
     Attributes:
-        address: The ``host:port`` it tried to reach.
-        kind: What went wrong: ``"refused"``, ``"unknown_host"``, ``"timed_out"``,
-            ``"tls"``, ``"lost"``, ``"unavailable"`` or ``"other"``.
-        rpc: The RPC that failed, when the connection broke during one.
-        reason: The detail text, without the ``cannot connect to Temporal at X:`` prefix.
+        address: The server's address as dialled (``http://host:port``), if known.
+        kind: What went wrong, decided from the error's types in Rust (never its text):
+            ``"refused"``, ``"unknown_host"``, ``"timed_out"``, ``"tls"``, ``"lost"`` (the
+            connection broke under a call), ``"unavailable"`` (the server answered
+            UNAVAILABLE) or ``"other"``; None when not known.
+        rpc: The RPC that failed, when the connection was up and a call failed.
+        reason: The detail, without the "cannot connect to Temporal at ..." prefix.
     """
 
     address: str | None = None
     kind: str | None = None
     rpc: str | None = None
     reason: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        address: str | None = None,
+        kind: str | None = None,
+        rpc: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.address = address
+        self.kind = kind
+        self.rpc = rpc
+        self.reason = reason
+
+
+class ActionTimeoutError(NomadActionsError, TimeoutError):
+    """Waiting for an action's result took longer than the caller allowed.
+
+    The action itself goes on running. A ``TimeoutError``, so existing ``except
+    TimeoutError`` clauses keep working.
+
+    Attributes:
+        workflow_id: The workflow that was waited for.
+        timeout: The time waited, in seconds.
+    """
+
+    workflow_id: str | None = None
+    timeout: float | None = None
+
+    def __init__(
+        self, message: str, workflow_id: str | None = None, timeout: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.workflow_id = workflow_id
+        self.timeout = timeout
 
 
 class WorkerForkedError(NomadActionsError, RuntimeError):
@@ -219,9 +266,22 @@ class RPCError(NomadActionsError):
     Attributes:
         message: The error text, as ``str(error)``.
         code: The gRPC status code (0 to 16); 2 (UNKNOWN) unless set.
+        rpc: The failed RPC's name (e.g. ``"StartWorkflowExecution"``), if known.
+        rpc_message: The server's own message, if known.
     """
 
-    def __init__(self, message: str, code: int = 2) -> None:
+    rpc: str | None = None
+    rpc_message: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        code: int = 2,
+        rpc: str | None = None,
+        rpc_message: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.code = int(code)
+        self.rpc = rpc
+        self.rpc_message = rpc_message

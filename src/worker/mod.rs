@@ -27,9 +27,9 @@ use temporalio_sdk_core::{
 
 use self::health::{HealthServer, HealthState};
 
-use crate::client::{ConnectionConfig, connection};
 use crate::codec::FernetCodec;
-use crate::errors::EngineError;
+use crate::connection::{ConnectionConfig, connection};
+use crate::errors::{ConnectKind, EngineError};
 use crate::runtime::{call, core_runtime, runtime};
 
 /// Long polls kept open per task type: temporalio's default (5 each). More outstanding polls
@@ -246,10 +246,12 @@ async fn create(
                 config.target()
             ))
         }
-        _ => EngineError::Connect {
-            target: config.target(),
-            reason: format!("worker validation failed: {e}"),
-        },
+        _ => EngineError::connect(
+            &config.target(),
+            ConnectKind::of(&e),
+            Some("DescribeNamespace"),
+            format!("worker validation failed: {e}"),
+        ),
     })?;
     // Served from here on (503 until the loops run), so a bad address fails the start.
     let health = HealthState::new();

@@ -428,12 +428,12 @@ def expected_error(err: BaseException) -> CommandError | None:
         suffix = f": {type(cause).__name__}: {cause}" if cause is not None else ""
         return CommandError(f"{err}{suffix}", EXIT_FAILURE)
     if isinstance(err, errors.TemporalConnectionError):
-        address = err.address
-        if address is None:
-            try:
-                address = get_config().address
-            except ValueError:
-                address = "the server"
+        # The configured host:port, as people wrote it (the error's own address is the URL
+        # as dialled, http://host:port).
+        try:
+            address = get_config().address
+        except ValueError:
+            address = "the server"
         return CommandError(
             f"cannot connect to Temporal at {address} ({_connection_reason(err)}); "
             "start a local server with `nomad-actions dev`, or pass --host/--port "

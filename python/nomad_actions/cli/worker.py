@@ -262,9 +262,9 @@ def _run_worker(args: argparse.Namespace) -> int:
     except ConfigurationError as err:  # e.g. the health port is taken
         raise CommandError(str(err), EXIT_USAGE) from None
     except TemporalConnectionError as err:
-        # One line that names the address, whether or not the error carries its attributes.
-        address = err.address or config.address
+        # One line naming the configured address; the detail without the engine's prefix
+        # (an error raised without attributes has only its message).
         reason = err.reason if err.reason is not None else str(err)
-        message = f"cannot connect to Temporal at {address}: {reason}"
+        message = f"cannot connect to Temporal at {config.address}: {reason}"
         raise CommandError(message, EXIT_FAILURE) from None
     return EXIT_OK
