@@ -88,6 +88,40 @@ def test_missing_temporal_cli_is_one_clear_line(
     assert not (tmp_path / "data" / "dev.json").exists()
 
 
+def test_a_server_that_exits_during_start_raises_dev_server_error(tmp_path: Path) -> None:
+    log = tmp_path / "temporal.log"
+    server = devserver.DevServer(log_path=log, extra_args=["--no-such-flag"])
+    with pytest.raises(devserver.DevServerError) as info:
+        server.start(timeout=START_TIMEOUT)
+    err = info.value
+    assert isinstance(err, RuntimeError)  # as before the class existed
+    assert err.returncode not in (None, 0) and err.log_path == str(log)
+    assert err.summary == f"Temporal dev server exited with code {err.returncode}"
+    assert "--no-such-flag" in err.log_tail
+    assert str(err) == f"{err.summary}:\n{err.log_tail}"
+    server.stop()
+
+
+def test_stop_leftover_stops_only_a_dev_server_on_that_database(tmp_path: Path) -> None:
+    db = tmp_path / "temporal.db"
+    server = devserver.DevServer(db_filename=db, log_path=tmp_path / "temporal.log")
+    server.start(timeout=START_TIMEOUT)
+    try:
+        pid = server.pid
+        assert pid is not None
+        # Not a dev server, or not on this database: left alone.
+        assert not devserver.DevServer.stop_leftover(os.getpid(), db)
+        assert not devserver.DevServer.stop_leftover(pid, tmp_path / "other.db")
+        assert not devserver.DevServer.stop_leftover(None, db)
+        assert devserver.pid_alive(pid)
+        assert devserver.DevServer.stop_leftover(pid, db, timeout=STOP_TIMEOUT)
+        # Our child: gone once reaped (a leftover of a killed `dev` has no parent to wait).
+        server.process.wait(timeout=STOP_TIMEOUT)  # type: ignore[union-attr]
+        assert not devserver.pid_alive(pid)
+    finally:
+        server.stop()
+
+
 def write_dev_json(data_dir: Path, **info: Any) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / "dev.json").write_text(json.dumps(info))
