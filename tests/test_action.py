@@ -11,7 +11,14 @@ from pydantic import BaseModel
 from temporalio import activity, workflow
 from temporalio.common import RawValue
 
-from nomad_actions.action import Action, ActionEntryPoint, is_action, is_action_entry_point
+from nomad_actions.action import (
+    Action,
+    ActionEntryPoint,
+    group_by_task_queue,
+    is_action,
+    is_action_entry_point,
+    resolve_task_queue,
+)
 from nomad_actions.config import TaskQueue
 
 
@@ -277,3 +284,45 @@ class TestNexusServiceHandlers:
             worker._activity_bridge.shutdown(0)  # never run: stop its threads
         finally:
             unregister_action(action_id)
+
+
+# ---------------------------------------------------------------------- task queues
+
+
+@pytest.mark.parametrize(
+    ("given", "name"),
+    [
+        ("cpu", TaskQueue.CPU.value),
+        ("GPU", TaskQueue.GPU.value),
+        (TaskQueue.CPU, TaskQueue.CPU.value),
+        ("my-queue", "my-queue"),
+    ],
+)
+def test_resolve_task_queue(given: Any, name: str) -> None:
+    assert resolve_task_queue(given) == name
+
+
+def test_group_by_task_queue() -> None:
+    on_cpu = Action(task_queue="cpu", activities=[add_one], workflow=DefaultNameWorkflow)
+    also_cpu = Action(
+        task_queue=TaskQueue.CPU,
+        activities=[],
+        workflow=CustomNameWorkflow,
+        task_queue_activities={"gpu": [plain_activity]},
+    )
+    elsewhere = Action(
+        task_queue="other",
+        activities=[],
+        workflow=UnhintedWorkflow,
+        task_queue_activities={TaskQueue.CPU: [add_one]},
+    )
+    groups = group_by_task_queue([on_cpu, also_cpu, elsewhere])
+    # Queues in the order first met; aliases and enum members resolve to one name.
+    assert list(groups) == [TaskQueue.CPU.value, TaskQueue.GPU.value, "other"]
+    cpu = groups[TaskQueue.CPU.value]
+    assert cpu.actions == [on_cpu, also_cpu]
+    assert cpu.activities == [add_one]  # registered there by `elsewhere`
+    gpu = groups[TaskQueue.GPU.value]
+    assert (gpu.actions, gpu.activities) == ([], [plain_activity])
+    assert groups["other"].actions == [elsewhere] and groups["other"].activities == []
+    assert group_by_task_queue([]) == {}

@@ -18,6 +18,7 @@ import nomad_actions.worker
 from nomad_actions import TaskQueue, TemporalConnectionError, __version__, get_config
 from nomad_actions.cli import main
 from nomad_actions.config import reset_config
+from nomad_actions.errors import NothingToRunError
 from nomad_actions.worker import TunerOptions
 
 
@@ -158,11 +159,18 @@ def test_nothing_to_run_exits_2(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     def nothing(task_queue: str, **kwargs: Any) -> None:
-        raise ValueError(f'Nothing to run on task queue "{task_queue}": ...')
+        raise NothingToRunError(f'Nothing to run on task queue "{task_queue}": ...')
 
     monkeypatch.setattr(nomad_actions.worker, "Worker", nothing)
     assert main(["worker", "-q", "empty-queue"]) == 2
     assert 'no action is registered on task queue "empty-queue"' in capsys.readouterr().err
+
+
+def test_worker_on_an_empty_queue_raises_nothing_to_run() -> None:
+    # The class the CLI catches above, raised by the real Worker (a ValueError, as before).
+    with pytest.raises(NothingToRunError, match=r'^Nothing to run on task queue "empty-q"') as info:
+        nomad_actions.worker.Worker("empty-q", skip_broken=True)
+    assert isinstance(info.value, ValueError) and info.value.task_queue == "empty-q"
 
 
 @pytest.mark.parametrize(

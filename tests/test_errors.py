@@ -16,6 +16,7 @@ from nomad_actions.errors import (
     ActionTimeoutError,
     ConfigurationError,
     NomadActionsError,
+    NothingToRunError,
     PayloadError,
     RPCError,
     TemporalConnectionError,
@@ -38,6 +39,7 @@ from nomad_actions.errors import (
         (TemporalConnectionError, ConnectionError),
         (ActionFailedError, None),
         (RPCError, None),
+        (NothingToRunError, ValueError),
         (ActionTimeoutError, TimeoutError),
         (ConfigurationError, ValueError),
     ],
@@ -91,3 +93,14 @@ def test_pickle_keeps_attributes() -> None:
     assert (unknown.action_id, unknown.known_ids) == ("x", ["a", "b"])
     missing = pickle.loads(pickle.dumps(WorkflowNotFoundError("n", "wf")))
     assert missing.workflow_id == "wf"
+
+
+def test_connection_error_attributes_default_to_none() -> None:
+    # The engine sets them; one built from a message alone has them all None.
+    exc = TemporalConnectionError("text")
+    assert (exc.address, exc.kind, exc.rpc, exc.reason) == (None, None, None, None)
+
+
+def test_nothing_to_run_error_keeps_its_queue() -> None:
+    exc = pickle.loads(pickle.dumps(NothingToRunError("nothing", task_queue="q")))
+    assert (str(exc), exc.task_queue) == ("nothing", "q")

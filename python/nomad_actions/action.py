@@ -4,13 +4,18 @@ A plugin exposes an :class:`ActionEntryPoint` under the ``nomad.plugin`` entry-p
 ``load()`` returns an :class:`Action`, which names the task queue, the activities and the
 ``@workflow.defn`` classes. The engine recognises entry points and actions by shape, so the
 classes from upstream ``nomad-lab`` work too.
+
+This module also owns how actions map onto task queues: :func:`resolve_task_queue` (the
+``cpu``/``gpu`` aliases) and :func:`group_by_task_queue`, which the worker, ``nomad-actions
+dev`` and the test helpers use to decide which worker runs what.
 """
 
 from __future__ import annotations
 
 import inspect
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import temporalio.activity
@@ -20,7 +25,24 @@ from temporalio.workflow import _Definition
 from .config import TaskQueue
 from .config import task_queue_name as _queue_name
 
-__all__ = ["Action", "ActionEntryPoint", "as_action", "is_action", "is_action_entry_point"]
+__all__ = [
+    "Action",
+    "ActionEntryPoint",
+    "QueueWork",
+    "as_action",
+    "group_by_task_queue",
+    "is_action",
+    "is_action_entry_point",
+    "resolve_task_queue",
+]
+
+_QUEUE_ALIASES = {"cpu": TaskQueue.CPU.value, "gpu": TaskQueue.GPU.value}
+
+
+def resolve_task_queue(task_queue: TaskQueue | str) -> str:
+    """Map 'cpu'/'gpu' (any case) to the NOMAD queue names; other names pass through."""
+    name = _queue_name(task_queue)
+    return _QUEUE_ALIASES.get(name.lower(), name)
 
 
 def _definition(cls: Any, argument: str) -> _Definition:
@@ -287,3 +309,36 @@ def is_action(obj: object) -> bool:
     if isinstance(obj, type):
         return False
     return all(hasattr(obj, name) for name in ("task_queue", "activities", "workflow"))
+
+
+@dataclass
+class QueueWork:
+    """What a worker on one task queue runs, as :func:`group_by_task_queue` finds it.
+
+    Attributes:
+        actions: The actions whose ``task_queue`` is this queue, in the order given.
+        activities: Activities that actions register on this queue through
+            ``task_queue_activities`` (the actions themselves may live on other queues).
+    """
+
+    actions: list[Action] = field(default_factory=list)
+    activities: list[Callable[..., Any]] = field(default_factory=list)
+
+
+def group_by_task_queue(actions: Iterable[Action]) -> dict[str, QueueWork]:
+    """Group actions by the task queue (name resolved by :func:`resolve_task_queue`) they run
+    on, with the activities every action registers on other queues.
+
+    Args:
+        actions: Loaded actions.
+
+    Returns:
+        Queue name -> :class:`QueueWork`, queues in the order they are first met; a queue
+        that only receives ``task_queue_activities`` has no actions.
+    """
+    groups: dict[str, QueueWork] = {}
+    for action in actions:
+        groups.setdefault(resolve_task_queue(action.task_queue), QueueWork()).actions.append(action)
+        for queue, activities in (action.task_queue_activities or {}).items():
+            groups.setdefault(resolve_task_queue(queue), QueueWork()).activities.extend(activities)
+    return groups

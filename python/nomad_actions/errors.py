@@ -23,6 +23,7 @@ __all__ = [
     "AmbiguousActionError",
     "ConfigurationError",
     "NomadActionsError",
+    "NothingToRunError",
     "PayloadError",
     "RPCError",
     "SignalInputNotFoundError",
@@ -148,6 +149,19 @@ class ActionNotRunningError(NomadActionsError):
 
 class SignalInputNotFoundError(NomadActionsError, LookupError):
     """``submit_signal_input``: the action has no pending input request for that signal."""
+
+
+class NothingToRunError(NomadActionsError, ValueError):
+    """A worker was asked to serve a task queue on which no action, workflow or activity is
+    registered. A ``ValueError`` too, as before this class existed.
+
+    Attributes:
+        task_queue: The task queue, if known.
+    """
+
+    def __init__(self, message: str, task_queue: str | None = None) -> None:
+        super().__init__(message)
+        self.task_queue = task_queue
 
 
 class TemporalConnectionError(NomadActionsError, ConnectionError):

@@ -23,10 +23,16 @@ import temporalio.worker
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from nomad_actions import _core
-from nomad_actions.action import Action, as_action
+from nomad_actions.action import (
+    Action,
+    QueueWork,
+    as_action,
+    group_by_task_queue,
+    resolve_task_queue,
+)
 from nomad_actions.activity_bridge import ActivityBridge
-from nomad_actions.config import ConnectionConfig, TaskQueue, get_config, task_queue_name
-from nomad_actions.errors import ActionLoadError, WorkerForkedError
+from nomad_actions.config import ConnectionConfig, TaskQueue, get_config
+from nomad_actions.errors import ActionLoadError, NothingToRunError, WorkerForkedError
 from nomad_actions.registry import get_actions, get_broken_entry_points, load_action
 from nomad_actions.workflow_bridge import WorkflowBridge
 
@@ -34,13 +40,6 @@ __all__ = ["TunerOptions", "Worker", "WorkerOptions", "resolve_task_queue"]
 
 logger = logging.getLogger("nomad_actions.worker")
 
-_QUEUE_ALIASES = {"cpu": TaskQueue.CPU.value, "gpu": TaskQueue.GPU.value}
-
-
-def resolve_task_queue(task_queue: TaskQueue | str) -> str:
-    """Map 'cpu'/'gpu' (any case) to the NOMAD queue names; other names pass through."""
-    name = task_queue_name(task_queue)
-    return _QUEUE_ALIASES.get(name.lower(), name)
 
 
 @dataclass(frozen=True)
@@ -131,18 +130,16 @@ def _actions_for_queue(
     if that fails it is only logged. An entry point that failed to import has an unknown queue,
     so it concerns every worker.
     """
-    actions: list[Action] = []
-    extra: list[Callable[..., Any]] = []
     broken = {
         ep_id: f"its module failed to import ({error}), so its task queue is unknown"
         for ep_id, error in get_broken_entry_points().items()
     }
+    loaded: list[tuple[str, Action]] = []
     for action_id, entry_point in sorted(get_actions().items()):
         declared = _entry_point_queue(entry_point)
         concerns_us = declared is None or declared == queue
         try:
-            action = load_action(action_id)
-            on_queue = resolve_task_queue(action.task_queue) == queue
+            loaded.append((action_id, load_action(action_id)))
         except Exception as err:
             if concerns_us:
                 broken[action_id] = _reason(err)
@@ -154,16 +151,18 @@ def _actions_for_queue(
                     _reason(err),
                 )
             continue
-        if on_queue:
-            refusal = _nexus_refusal(action)
-            if refusal:
-                broken[action_id] = refusal
-                continue
+    work = group_by_task_queue(action for _, action in loaded).get(queue, QueueWork())
+    on_queue = {id(action) for action in work.actions}
+    actions: list[Action] = []
+    for action_id, action in loaded:
+        if id(action) not in on_queue:
+            continue
+        refusal = _nexus_refusal(action)
+        if refusal:
+            broken[action_id] = refusal
+        else:
             actions.append(action)
-        for other_queue, activities in (action.task_queue_activities or {}).items():
-            if resolve_task_queue(other_queue) == queue:
-                extra.extend(activities)
-    return actions, extra, broken
+    return actions, work.activities, broken
 
 
 def _given_actions(actions: Sequence[Action | str]) -> tuple[list[Action], dict[str, str]]:
@@ -280,7 +279,7 @@ class Worker:
         ConfigurationError: not in development mode and no API secret is set (with the
             default data converter; payloads would travel unencrypted), or bad tuner or
             metrics settings.
-        ValueError: nothing to run on this queue.
+        NothingToRunError: nothing to run on this queue (a `ValueError`).
 
     `run()` and `run_async()` wait for the server if it cannot be reached at startup: they
     retry with a growing delay (1 s doubling to 30 s), logging each attempt with the address,
@@ -332,9 +331,10 @@ class Worker:
         self.workflows = _unique(wf_classes, key=lambda c: c)
         self.activities = _unique(act_fns, key=lambda f: f)
         if not self.workflows and not self.activities:
-            raise ValueError(
+            raise NothingToRunError(
                 f'Nothing to run on task queue "{self.task_queue}": no action, workflow or '
-                "activity is registered for it"
+                "activity is registered for it",
+                task_queue=self.task_queue,
             )
         self.config = config or get_config()
         if data_converter is None:
