@@ -24,7 +24,7 @@ PYTHON="${PYTHON:-python3}"
 ./scripts/install.sh
 PY="$VENV/bin/python"
 echo "==> installing test dependencies and test plugins"
-"$PY" -m pip install --quiet pytest pytest-timeout ruff cryptography hypothesis 'celery[redis]>=5.3'
+"$PY" -m pip install --quiet pytest pytest-timeout ruff mypy cryptography hypothesis 'celery[redis]>=5.3'
 # The fork tests run a real celery prefork worker against a real Redis broker.
 if ! command -v redis-server >/dev/null; then
     echo "==> installing redis-server (Debian)"
@@ -48,6 +48,10 @@ cargo fmt --check
 PYO3_PYTHON="$PWD/$PY" cargo clippy --quiet --all-targets -- -D warnings
 "$VENV/bin/ruff" format --check python tests examples
 "$VENV/bin/ruff" check python tests examples
+# The native module's stub (python/nomad_actions/_core.pyi) against the built module: every
+# class, method, argument and property. No allowlist is needed (the types only stubs can
+# name live in nomad_actions/native_types.py).
+"$PY" -m mypy.stubtest nomad_actions._core
 
 echo "==> pytest"
 PATH="$PWD/$VENV/bin:$PATH" "$PY" -m pytest "$@"

@@ -415,3 +415,13 @@ def test_calls_without_an_owner_check_skip_the_describe(temporal: DevServer) -> 
         assert counts[f"{name}:None"] == 0, counts
         assert counts[f"{name}:u1"] == 1, counts
     assert counts["status:None"] == 1 and counts["status:u1"] == 1, counts
+
+
+def test_input_errors_name_their_fields() -> None:
+    """What the CLI's `--user` hint reads instead of the message text."""
+    with pytest.raises(nomad_actions.ActionInputError) as missing:
+        start_action(GREET, {"name": "no user"})
+    assert missing.value.action_id and "user_id" in missing.value.fields
+    with pytest.raises(nomad_actions.ActionInputError) as invalid:
+        start_action(GREET, {"user_id": user(), "name": ["not", "a", "string"]})
+    assert invalid.value.fields == ["name"] and invalid.value.field == "name"

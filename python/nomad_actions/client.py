@@ -34,6 +34,7 @@ from nomad_actions.errors import (
     ActionPermissionError,
     RPCError,
 )
+from nomad_actions.native_types import Execution, PendingActivity, StartRequest
 from nomad_actions.progress import ProgressReport, progress_reports
 from nomad_actions.registry import (
     get_action_entry_point,
@@ -111,13 +112,13 @@ async def _async(op: Op[T]) -> T:
 
 
 @lru_cache(maxsize=8)
-def _client_for(config: ConnectionConfig) -> Any:
+def _client_for(config: ConnectionConfig) -> _core.ClientRef:
     # The Rust side keeps one connection per configuration; this only saves re-creating
     # the small handle object.
     return _core.ClientRef(config)
 
 
-def _client() -> Any:
+def _client() -> _core.ClientRef:
     config = get_config()
     config.require_payload_security()
     return _client_for(config)
@@ -156,8 +157,11 @@ def _validate_input(action_id: str, tp: Any, data: Any) -> Any:
     try:
         return _adapter(tp).validate_python(data)
     except pydantic.ValidationError as err:
+        fields = [str(e["loc"][0]) for e in err.errors() if e["loc"]]
         raise ActionInputError(
-            f'Invalid input for action "{action_id}": {_field_errors(err)}'
+            f'Invalid input for action "{action_id}": {_field_errors(err)}',
+            action_id=action_id,
+            fields=dict.fromkeys(fields),
         ) from None
 
 
@@ -195,7 +199,7 @@ def _prepare_start(
     action_name: str | None,
     workflow_id: str | None,
     user_groups: Sequence[str] | None = None,
-) -> dict[str, Any]:
+) -> StartRequest:
     if isinstance(user_groups, str):
         raise TypeError("user_groups must be a list of group ids, not a string")
     aid = resolve_action_id(action_id=action_id, action_name=action_name)
@@ -205,7 +209,9 @@ def _prepare_start(
     validated = _validate_input(aid, tp, data)
     user_id = _user_id_of(validated)
     if not user_id:
-        raise ActionInputError(f'Input for action "{aid}" must carry a user_id')
+        raise ActionInputError(
+            f'Input for action "{aid}" must carry a user_id', action_id=aid, field="user_id"
+        )
     _check_may_start(aid, entry_point, user_id, user_groups)
     queue = action.task_queue
     try:
@@ -217,7 +223,7 @@ def _prepare_start(
     upload_id = _field_of(validated, "upload_id")
     if upload_id:
         memo[MEMO_UPLOAD_ID] = upload_id
-    return {
+    request: StartRequest = {
         "workflow_id": workflow_id or f"{aid}-{user_id}-{uuid.uuid4()}",
         "workflow_type": action.workflow_name,
         "task_queue": getattr(queue, "value", queue),
@@ -225,6 +231,7 @@ def _prepare_start(
         "memo": memo,
         "priority": _priority(entry_point, user_id),
     }
+    return request
 
 
 def _fallback(first: NativeCall, on_error: Callable[[Exception], NativeCall | None]) -> NativeCall:
@@ -262,7 +269,9 @@ def _constant(value: Any) -> NativeCall:
     return lambda blocking: value if blocking else later()
 
 
-def _search_attributes_available(client: Any, config: ConnectionConfig) -> Op[bool | None]:
+def _search_attributes_available(
+    client: _core.ClientRef, config: ConnectionConfig
+) -> Op[bool | None]:
     """Whether the namespace has our search attributes: True, False, or None when it
     cannot tell (the credentials may not list them; then a start tries them)."""
     known = sa.known_available(config)
@@ -279,7 +288,7 @@ def _search_attributes_available(client: Any, config: ConnectionConfig) -> Op[bo
     return available
 
 
-def _search_attribute_values(request: dict[str, Any]) -> dict[str, str]:
+def _search_attribute_values(request: StartRequest) -> dict[str, str]:
     memo = request["memo"]
     values = {sa.USER_ID: str(memo[MEMO_USER_ID]), sa.ACTION_ID: str(memo[MEMO_ACTION_ID])}
     upload_id = memo.get(MEMO_UPLOAD_ID)
@@ -288,7 +297,7 @@ def _search_attribute_values(request: dict[str, Any]) -> dict[str, str]:
     return values
 
 
-def _upload_id_of(request: dict[str, Any]) -> str | None:
+def _upload_id_of(request: StartRequest) -> str | None:
     arg = request["args"][0] if request["args"] else None
     value = arg.get("upload_id") if isinstance(arg, dict) else None
     return None if value is None else str(value)
@@ -319,7 +328,8 @@ def _start(
         sa.warn_missing(config, "actions are started with the memo only")
         yield lambda blocking: client.start_workflow(request, blocking)
         return request["workflow_id"]
-    with_attributes = {**request, "search_attributes": _search_attribute_values(request)}
+    with_attributes = request.copy()
+    with_attributes["search_attributes"] = _search_attribute_values(request)
 
     def without_attributes(err: Exception) -> NativeCall | None:
         # Only when we could not check first: a namespace without them refuses the start.
@@ -381,7 +391,7 @@ async def start_action_async(
     return await _async(_start(action_id, data, action_name, workflow_id, user_groups))
 
 
-def _check_owner(workflow_id: str, description: dict[str, Any], user_id: str | None) -> None:
+def _check_owner(workflow_id: str, description: Execution, user_id: str | None) -> None:
     if user_id is None:
         return
     owner = description["memo"].get(MEMO_USER_ID)
@@ -396,7 +406,7 @@ def _check_owner(workflow_id: str, description: dict[str, Any], user_id: str | N
         )
 
 
-def _describe(workflow_id: str, user_id: str | None) -> Op[dict[str, Any]]:
+def _describe(workflow_id: str, user_id: str | None) -> Op[Execution]:
     client = _client()
     description = yield lambda blocking: client.describe(workflow_id, blocking)
     _check_owner(workflow_id, description, user_id)
@@ -594,7 +604,7 @@ class ActionExecution:
     close_time: datetime | None
 
     @classmethod
-    def _from_native(cls, d: dict[str, Any]) -> ActionExecution:
+    def _from_native(cls, d: Execution) -> ActionExecution:
         memo = d["memo"]
         action_id, user_id = memo.get(MEMO_ACTION_ID), memo.get(MEMO_USER_ID)
         return cls(
@@ -707,7 +717,9 @@ def _decode_cursor(cursor: str | None) -> tuple[str, bytes | int]:
     raise ValueError(f"Invalid list cursor {cursor!r}: pass the next_cursor of a previous page")
 
 
-def _scan_rows(client: Any, status: Any, memo_filter: dict[str, Any], limit: int) -> NativeCall:
+def _scan_rows(
+    client: _core.ClientRef, status: Any, memo_filter: dict[str, Any], limit: int
+) -> NativeCall:
     query = "" if status is None else _status_filter(status)
     return lambda blocking: client.list(query, memo_filter, limit, blocking)
 
@@ -777,7 +789,7 @@ def _matching_rows(
     status: Any,
     limit: int,
     upload_id: str | None = None,
-) -> Op[list[dict[str, Any]]]:
+) -> Op[list[Execution]]:
     """The native rows of the matching runs (at most `limit`): by the search attributes
     where the namespace has them, else by the memo scan. `manager` pages over these."""
     client = _client()
@@ -948,7 +960,7 @@ class ActionProgress:
     """
 
     status: WorkflowExecutionStatus
-    activities: list[dict[str, Any]]
+    activities: list[PendingActivity]
     workflow_id: str | None = None
     action_id: str | None = None
     user_id: str | None = None

@@ -68,15 +68,21 @@ class ActionInputError(NomadActionsError, ValueError):
 
     Attributes:
         action_id: The action whose input was rejected.
-        field: The offending field (for example ``user_id``), if known.
+        field: The (first) offending field (for example ``user_id``), if known.
+        fields: Every offending top-level field, in the order reported.
     """
 
     def __init__(
-        self, message: str, action_id: str | None = None, field: str | None = None
+        self,
+        message: str,
+        action_id: str | None = None,
+        field: str | None = None,
+        fields: Iterable[str] = (),
     ) -> None:
         super().__init__(message)
         self.action_id = action_id
-        self.field = field
+        self.fields = list(fields) or ([field] if field is not None else [])
+        self.field = field if field is not None else (self.fields[0] if self.fields else None)
 
 
 class WorkflowNotFoundError(NomadActionsError, LookupError):

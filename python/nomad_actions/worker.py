@@ -41,7 +41,6 @@ __all__ = ["TunerOptions", "Worker", "WorkerOptions", "resolve_task_queue"]
 logger = logging.getLogger("nomad_actions.worker")
 
 
-
 @dataclass(frozen=True)
 class TunerOptions:
     """Resource-based activity slots (sdk-core's tuner), as upstream NOMAD's workers use them
@@ -400,7 +399,7 @@ class Worker:
             if self.activities
             else None
         )
-        self._ref: Any = None
+        self._ref: _core.WorkerRef | None = None
         # Its bridges' threads and pools belong to this process (see _check_process).
         self._pid = os.getpid()
         self._started = threading.Event()
@@ -511,7 +510,7 @@ class Worker:
                 outcome.command,
             )
 
-    def _connect(self) -> Any:
+    def _connect(self) -> _core.WorkerRef | None:
         """Create the native worker; the Rust side retries while the server cannot be
         reached (logging each attempt) until `shutdown()`. Returns None if that came first."""
         ref = _core.WorkerRef.create(self.config, self.options, self._start_cancel, True)
@@ -519,7 +518,7 @@ class Worker:
             logger.info("Worker on %s stopped before reaching the server", self.task_queue)
         return ref
 
-    async def _connect_async(self) -> Any:
+    async def _connect_async(self) -> _core.WorkerRef | None:
         """`_connect` for `run_async`: the waits do not block the event loop."""
         ref = await _core.WorkerRef.create(self.config, self.options, self._start_cancel, False)
         if ref is None:

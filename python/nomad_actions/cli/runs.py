@@ -110,7 +110,7 @@ def _run_start(args: argparse.Namespace) -> int:
         workflow_id = start_action(action_name=args.action, data=data, workflow_id=args.workflow_id)
     except ActionInputError as err:
         message = str(err)
-        if "user_id" in message and args.user is None:
+        if "user_id" in err.fields and args.user is None:
             message += " (pass --user USER to fill in user_id)"
         raise CommandError(message, EXIT_USAGE) from None
     if not args.wait:

@@ -1,26 +1,31 @@
-//! The Temporal client behind `start_action`, `get_action_status` and friends.
+//! The Temporal client behind `start_action`, `get_action_status` and friends: the RPCs
+//! and the values they return (the twins of `nomad_actions.native_types`). The Python
+//! handle, `ClientRef`, is in [`python`].
 //!
 //! One connection per [`ConnectionConfig`], opened lazily on first use and shared by every
 //! call and thread of the process (upstream NOMAD opens a new one per call). tonic's channel
 //! reconnects by itself when the server comes back after a restart. All RPCs are raw
 //! `WorkflowService` calls of temporalio-client; payloads are converted in [`crate::payload`].
 
+mod python;
+mod types;
+
+pub use python::{ClientRef, connection_count, unix_time};
+pub use types::{Execution, ExecutionPage, FailureDetails, Outcome, PendingActivity, StartRequest};
+
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::codec::{self, FernetCodec};
-use crate::connection::{ConnectionConfig, bounded, connection, open_connections};
+use crate::connection::{ConnectionConfig, bounded, connection};
 use crate::errors::EngineError;
 use crate::payload::{self, Json};
-use crate::runtime::call;
-use pyo3::prelude::*;
 use serde_json::Value;
 use temporalio_client::Connection;
 use temporalio_common::protos::temporal::api::common::v1::{
     Memo, Priority, SearchAttributes, WorkflowExecution, WorkflowType,
 };
 use temporalio_common::protos::temporal::api::enums::v1::{HistoryEventFilterType, TaskQueueKind};
-use temporalio_common::protos::temporal::api::failure::v1::{Failure, failure::FailureInfo};
 use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
 use temporalio_common::protos::temporal::api::operatorservice::v1::{
     AddSearchAttributesRequest, ListSearchAttributesRequest,
@@ -62,130 +67,6 @@ fn memo_values(memo: Option<&Memo>) -> HashMap<String, Json> {
 fn payload_err(context: impl Into<String>) -> impl FnOnce(payload::PayloadError) -> EngineError {
     let context = context.into();
     move |source| EngineError::Payload { context, source }
-}
-
-/// What `start_workflow` needs; twin of a plain Python dict built by `client.py`.
-#[derive(Debug)]
-pub struct StartRequest {
-    pub workflow_id: String,
-    pub workflow_type: String,
-    pub task_queue: String,
-    pub args: Vec<Json>,
-    pub memo: HashMap<String, Json>,
-    /// Keyword search attributes (owner, action, upload), see [`keyword_search_attributes`].
-    pub search_attributes: HashMap<String, String>,
-    /// Temporal's `Priority` (key 1-5, fairness key); None leaves the server's default.
-    pub priority: Option<(i32, String)>,
-}
-
-// Written out rather than derived: the derive wraps every field error in a TypeError
-// ("failed to extract field StartRequest.args"), which would hide the PayloadError that
-// says what in the input has no JSON form.
-impl<'a, 'py> FromPyObject<'a, 'py> for StartRequest {
-    type Error = PyErr;
-
-    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> Result<Self, Self::Error> {
-        Ok(StartRequest {
-            workflow_id: obj.get_item("workflow_id")?.extract()?,
-            workflow_type: obj.get_item("workflow_type")?.extract()?,
-            task_queue: obj.get_item("task_queue")?.extract()?,
-            args: obj.get_item("args")?.extract()?,
-            memo: obj.get_item("memo")?.extract()?,
-            // Optional: absent when the namespace has no such attributes.
-            search_attributes: match obj.get_item("search_attributes") {
-                Ok(value) if !value.is_none() => value.extract()?,
-                _ => HashMap::new(),
-            },
-            priority: match obj.get_item("priority") {
-                Ok(p) if !p.is_none() => Some(p.extract()?),
-                _ => None,
-            },
-        })
-    }
-}
-
-/// A failure as Temporal reports it, flattened for Python.
-#[derive(IntoPyObject, Debug, Clone, Default)]
-pub struct FailureDetails {
-    pub message: String,
-    /// `ApplicationError` type, or the failure kind (`TimeoutError`, `CanceledError`, ...).
-    pub failure_type: String,
-    pub non_retryable: bool,
-    pub stack_trace: String,
-    /// Messages of the causes, outermost first.
-    pub causes: Vec<String>,
-}
-
-impl FailureDetails {
-    fn from_failure(failure: &Failure) -> Self {
-        let (failure_type, non_retryable) = match &failure.failure_info {
-            Some(FailureInfo::ApplicationFailureInfo(info)) => {
-                (info.r#type.clone(), info.non_retryable)
-            }
-            Some(FailureInfo::TimeoutFailureInfo(_)) => ("TimeoutError".into(), false),
-            Some(FailureInfo::CanceledFailureInfo(_)) => ("CancelledError".into(), false),
-            Some(FailureInfo::TerminatedFailureInfo(_)) => ("TerminatedError".into(), false),
-            Some(FailureInfo::ServerFailureInfo(info)) => {
-                ("ServerError".into(), info.non_retryable)
-            }
-            Some(FailureInfo::ActivityFailureInfo(_)) => ("ActivityError".into(), false),
-            Some(FailureInfo::ChildWorkflowExecutionFailureInfo(_)) => {
-                ("ChildWorkflowError".into(), false)
-            }
-            _ => (String::new(), false),
-        };
-        let mut causes = Vec::new();
-        let mut cause = failure.cause.as_deref();
-        while let Some(c) = cause {
-            causes.push(c.message.clone());
-            cause = c.cause.as_deref();
-        }
-        FailureDetails {
-            message: failure.message.clone(),
-            failure_type,
-            non_retryable,
-            stack_trace: failure.stack_trace.clone(),
-            causes,
-        }
-    }
-}
-
-/// The final outcome of a workflow (after following continue-as-new and retries).
-#[derive(IntoPyObject, Debug)]
-pub struct Outcome {
-    pub run_id: String,
-    /// `WorkflowExecutionStatus` value (2 completed, 3 failed, 4 canceled, 5 terminated, 7 timed out).
-    pub status: i32,
-    pub result: Option<Json>,
-    pub failure: Option<FailureDetails>,
-}
-
-/// One pending activity, with its last heartbeat details (progress).
-#[derive(IntoPyObject, Debug)]
-pub struct PendingActivity {
-    pub activity_id: String,
-    pub activity_type: String,
-    pub attempt: i32,
-    pub state: i32,
-    pub heartbeat_details: Vec<Json>,
-    pub last_failure: Option<String>,
-}
-
-/// What `describe` and `list` return for one workflow execution.
-#[derive(IntoPyObject, Debug)]
-pub struct Execution {
-    pub workflow_id: String,
-    pub run_id: String,
-    pub workflow_type: String,
-    pub task_queue: String,
-    pub status: i32,
-    pub start_time: Option<f64>,
-    pub close_time: Option<f64>,
-    pub history_length: i64,
-    pub memo: HashMap<String, Json>,
-    pub pending_activities: Vec<PendingActivity>,
-    /// The workflow id of the root of its parent chain (itself when it has no parent).
-    pub root_workflow_id: String,
 }
 
 /// The client for one configuration. Cheap to create: the connection is shared and lazy.
@@ -694,14 +575,6 @@ pub fn keyword_search_attributes(values: &HashMap<String, String>) -> Option<Sea
     Some(SearchAttributes { indexed_fields })
 }
 
-/// One page of a visibility query.
-#[derive(IntoPyObject, Debug)]
-pub struct ExecutionPage {
-    pub executions: Vec<Execution>,
-    /// Empty on the last page.
-    pub next_page_token: Vec<u8>,
-}
-
 fn execution_of(
     info: temporalio_common::protos::temporal::api::workflow::v1::WorkflowExecutionInfo,
 ) -> Execution {
@@ -830,305 +703,9 @@ impl Client {
     }
 }
 
-fn now_secs() -> f64 {
+pub(crate) fn now_secs() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or_default()
-}
-
-/// Python handle to a [`Client`]; every method takes `blocking` (sync API) or returns an
-/// awaitable (async API).
-#[pyclass(name = "ClientRef", module = "nomad_actions._core", frozen)]
-pub struct ClientRef {
-    inner: Client,
-}
-
-#[pymethods]
-impl ClientRef {
-    #[new]
-    fn new(config: ConnectionConfig) -> Self {
-        ClientRef {
-            inner: Client::new(config),
-        }
-    }
-
-    /// Open (or reuse) the connection now; raises `TemporalConnectionError` if it fails.
-    fn connect<'py>(&self, py: Python<'py>, blocking: bool) -> PyResult<Bound<'py, PyAny>> {
-        let client = self.inner.clone();
-        call(py, blocking, async move {
-            bounded(&client.config, "Connect", client.conn()).await?;
-            Ok(())
-        })
-    }
-
-    fn start_workflow<'py>(
-        &self,
-        py: Python<'py>,
-        request: StartRequest,
-        blocking: bool,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let client = self.inner.clone();
-        call(py, blocking, async move {
-            Ok(bounded(
-                &client.config,
-                "StartWorkflowExecution",
-                client.start_workflow(request),
-            )
-            .await?)
-        })
-    }
-
-    fn describe<'py>(
-        &self,
-        py: Python<'py>,
-        workflow_id: String,
-        blocking: bool,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let client = self.inner.clone();
-        call(py, blocking, async move {
-            Ok(bounded(
-                &client.config,
-                "DescribeWorkflowExecution",
-                client.describe(&workflow_id),
-            )
-            .await?)
-        })
-    }
-
-    #[pyo3(signature = (workflow_id, run_id, timeout, blocking))]
-    fn result<'py>(
-        &self,
-        py: Python<'py>,
-        workflow_id: String,
-        run_id: Option<String>,
-        timeout: Option<f64>,
-        blocking: bool,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let client = self.inner.clone();
-        call(py, blocking, async move {
-            let fut = client.result(&workflow_id, run_id);
-            match timeout {
-                None => Ok(fut.await?),
-                Some(secs) => {
-                    match tokio::time::timeout(Duration::from_secs_f64(secs.max(0.0)), fut).await {
-                        Ok(out) => Ok(out?),
-                        Err(_) => Err(EngineError::Timeout(secs, workflow_id).into()),
-                    }
-                }
-            }
-        })
-    }
-
-    fn cancel<'py>(
-        &self,
-        py: Python<'py>,
-        workflow_id: String,
-        reason: String,
-        blocking: bool,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let client = self.inner.clone();
-        call(py, blocking, async move {
-            Ok(bounded(
-                &client.config,
-                "RequestCancelWorkflowExecution",
-                client.cancel(&workflow_id, reason),
-            )
-            .await?)
-        })
-    }
-
-    fn terminate<'py>(
-        &self,
-        py: Python<'py>,
-        workflow_id: String,
-        reason: String,
-        blocking: bool,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let client = self.inner.clone();
-        call(py, blocking, async move {
-            Ok(bounded(
-                &client.config,
-                "TerminateWorkflowExecution",
-                client.terminate(&workflow_id, reason),
-            )
-            .await?)
-        })
-    }
-
-    fn signal<'py>(
-        &self,
-        py: Python<'py>,
-        workflow_id: String,
-        signal_name: String,
-        args: Vec<Json>,
-        blocking: bool,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let client = self.inner.clone();
-        let args = args.into_iter().map(|j| j.0).collect();
-        call(py, blocking, async move {
-            Ok(bounded(
-                &client.config,
-                "SignalWorkflowExecution",
-                client.signal(&workflow_id, signal_name, args),
-            )
-            .await?)
-        })
-    }
-
-    fn query<'py>(
-        &self,
-        py: Python<'py>,
-        workflow_id: String,
-        query_type: String,
-        args: Vec<Json>,
-        blocking: bool,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let client = self.inner.clone();
-        let args = args.into_iter().map(|j| j.0).collect();
-        call(py, blocking, async move {
-            let answer = bounded(
-                &client.config,
-                "QueryWorkflow",
-                client.query(&workflow_id, query_type, args),
-            );
-            Ok(Json(answer.await?))
-        })
-    }
-
-    fn list<'py>(
-        &self,
-        py: Python<'py>,
-        query: String,
-        memo_filter: HashMap<String, Json>,
-        limit: usize,
-        blocking: bool,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let client = self.inner.clone();
-        let filter = memo_filter.into_iter().map(|(k, v)| (k, v.0)).collect();
-        call(py, blocking, async move {
-            // Each page is bounded inside: a scan of a large namespace takes many pages.
-            Ok(client.list(query, filter, limit).await?)
-        })
-    }
-
-    fn list_page<'py>(
-        &self,
-        py: Python<'py>,
-        query: String,
-        page_size: usize,
-        page_token: Vec<u8>,
-        blocking: bool,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let client = self.inner.clone();
-        call(py, blocking, async move {
-            Ok(bounded(
-                &client.config,
-                "ListWorkflowExecutions",
-                client.list_page(query, page_size, page_token),
-            )
-            .await?)
-        })
-    }
-
-    fn count<'py>(
-        &self,
-        py: Python<'py>,
-        query: String,
-        blocking: bool,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let client = self.inner.clone();
-        call(py, blocking, async move {
-            Ok(bounded(
-                &client.config,
-                "CountWorkflowExecutions",
-                client.count(query),
-            )
-            .await?)
-        })
-    }
-
-    fn search_attributes<'py>(
-        &self,
-        py: Python<'py>,
-        blocking: bool,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let client = self.inner.clone();
-        call(py, blocking, async move {
-            Ok(bounded(
-                &client.config,
-                "ListSearchAttributes",
-                client.search_attributes(),
-            )
-            .await?)
-        })
-    }
-
-    fn add_search_attributes<'py>(
-        &self,
-        py: Python<'py>,
-        attributes: HashMap<String, i32>,
-        blocking: bool,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let client = self.inner.clone();
-        call(py, blocking, async move {
-            Ok(bounded(
-                &client.config,
-                "AddSearchAttributes",
-                client.add_search_attributes(attributes),
-            )
-            .await?)
-        })
-    }
-
-    /// Decrypt serialized `Payload`s with this configuration's codec (a temporalio
-    /// `PayloadCodec` in Python uses it, e.g. to replay histories); without a codec, and for
-    /// payloads that are not encrypted, the bytes come back as they are.
-    fn decode_payloads(
-        &self,
-        py: Python<'_>,
-        payloads: Vec<Vec<u8>>,
-    ) -> PyResult<Vec<Py<pyo3::types::PyBytes>>> {
-        use prost::Message;
-        use temporalio_common::protos::temporal::api::common::v1::Payload;
-        payloads
-            .into_iter()
-            .map(|bytes| {
-                let decoded = match &self.inner.codec {
-                    None => bytes,
-                    Some(codec) => {
-                        let payload = Payload::decode(bytes.as_slice()).map_err(|e| {
-                            pyo3::exceptions::PyValueError::new_err(format!(
-                                "not a serialized Payload: {e}"
-                            ))
-                        })?;
-                        let plain = codec.decode(payload).map_err(|e| EngineError::Payload {
-                            context: "decoding a history payload".into(),
-                            source: payload::PayloadError::from(e),
-                        })?;
-                        plain.encode_to_vec()
-                    }
-                };
-                Ok(pyo3::types::PyBytes::new(py, &decoded).unbind())
-            })
-            .collect()
-    }
-
-    /// The address this handle talks to (for error messages).
-    #[getter]
-    fn target(&self) -> String {
-        self.inner.config.target()
-    }
-}
-
-/// Seconds since the epoch (used by Python to stamp memos consistently with Rust).
-#[pyfunction]
-pub fn unix_time() -> f64 {
-    now_secs()
-}
-
-/// How many configurations currently hold an open connection.
-#[pyfunction]
-pub fn connection_count() -> usize {
-    open_connections()
 }
