@@ -1,9 +1,22 @@
 //! nomad-actions: the Rust engine behind NOMAD Actions.
 //!
-//! This crate is the native module `nomad_actions._core`. It is the only place where
-//! Python-visible things are registered; the modules below hold the work:
-//! [`runtime`] (tokio runtime, sync/async bridge), [`client`] (Temporal client and
-//! connection cache), [`payload`] (payload conversion) and [`errors`].
+//! This crate is the native module `nomad_actions._core` (documented for Python in
+//! `python/nomad_actions/_core.pyi`). This file is the only place where Python-visible things
+//! are registered; the modules below hold the work:
+//!
+//! - [`runtime`]: the tokio runtime per process generation (fork-safe), the one sync/async
+//!   bridge every call goes through.
+//! - [`connection`]: the connection configuration, TLS, the connection cache, the RPC bound.
+//! - [`client`]: the Temporal client's RPCs, their values, and `ClientRef`.
+//! - [`worker`]: the sdk-core worker and its poll loops (start with retry, workflows with
+//!   their deadlock timer, activities with their registry and shutdown timer, /health).
+//! - [`payload`] (values <-> JSON payloads), [`codec`] (upstream's Fernet encryption),
+//!   [`telemetry`] (sdk-core's Prometheus exporter), [`errors`] (errors -> Python
+//!   exceptions).
+//!
+//! Dependencies point one way: `payload` <- `errors` <- `connection` <- `codec` <- `client`,
+//! `worker` (only `runtime` and `connection` know each other: the connection cache lives in
+//! the runtime's generation, so that a forked child starts with an empty one).
 
 pub mod client;
 pub mod codec;
