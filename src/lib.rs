@@ -8,6 +8,7 @@
 pub mod client;
 pub mod codec;
 pub mod errors;
+pub mod interrupt;
 pub mod payload;
 pub mod runtime;
 pub mod telemetry;
@@ -23,11 +24,13 @@ pub mod _core {
     #[pymodule_export]
     use crate::codec::PayloadCodecRef;
     #[pymodule_export]
+    use crate::interrupt::interrupt_thread;
+    #[pymodule_export]
     use crate::runtime::runtime_generations;
     #[pymodule_export]
     use crate::telemetry::start_metrics_exporter;
     #[pymodule_export]
-    use crate::worker::WorkerRef;
+    use crate::worker::{ActivityReply, WorkerRef};
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {

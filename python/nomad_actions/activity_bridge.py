@@ -1,12 +1,20 @@
 """Runs plugin activities for the Rust worker loop.
 
 The Rust side polls activity tasks from sdk-core, decodes ``json/plain`` payloads to plain
-Python values and hands each task to :class:`ActivityBridge`. The bridge converts the values
-to the activity's parameter types, runs the unchanged ``temporalio`` activity (``async def`` on
-one event loop thread, ``def`` on a bounded thread pool) with temporalio's activity context
-set, and reports exactly one outcome per started task through the ``complete`` callback.
+Python values and hands each task to :class:`ActivityBridge` with a reply object. The bridge
+converts the values to the activity's parameter types, runs the unchanged ``temporalio``
+activity (``async def`` on one event loop thread, ``def`` on a bounded thread pool) with
+temporalio's activity context set, and reports exactly one outcome per started task through
+that reply (``reply(outcome) -> bool``; Rust refuses a second answer, or one for a task it
+already failed at shutdown). Rust owns the registry of running tasks and the shutdown
+timer: it calls :meth:`ActivityBridge.begin_shutdown`, later :meth:`ActivityBridge.cancel`
+with ``worker_shutdown``, and fails what still does not answer.
 
-Outcome dicts passed to ``complete(task_token, outcome)``:
+How values are converted is one strategy per bridge (:class:`_Conversion`): the JSON fast
+path, where Rust decoded the payloads, or a custom ``DataConverter`` (codec included). The
+execution is one path; ``async def`` and ``def`` differ only in how the body is called.
+
+Outcome dicts:
 
 - ``{"result": value}``: success on the JSON fast path; ``value`` is JSON-compatible and is
   exactly what temporalio's Pydantic converter would put in the ``json/plain`` payload.
@@ -25,13 +33,13 @@ import asyncio
 import concurrent.futures
 import contextlib
 import contextvars
-import ctypes
+import dataclasses
+import functools
 import inspect
 import logging
 import os
 import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -48,6 +56,8 @@ import temporalio.exceptions
 import temporalio.worker
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from nomad_actions import _core
+
 __all__ = ["DEFAULT_MAX_THREADS", "ActivityBridge"]
 
 logger = logging.getLogger(__name__)
@@ -62,28 +72,46 @@ already running), so keep sdk-core's ``max_outstanding_activities`` in line with
 _CANCELLED_ERRORS = (asyncio.CancelledError, temporalio.exceptions.CancelledError)
 _FAST_CONVERTER = pydantic_data_converter
 
-# Normalized cancel reason (coresdk ActivityCancelReason, any spelling) -> details flags.
-_CANCEL_REASONS: dict[str, dict[str, bool]] = {
-    "notfound": {"not_found": True},
-    "cancelled": {"cancel_requested": True},
-    "canceled": {"cancel_requested": True},
-    "timedout": {"timed_out": True},
-    "workershutdown": {"worker_shutdown": True},
-    "paused": {"paused": True},
-    "reset": {"reset": True},
-}
+# The flags Rust passes with a cancel are these fields, by name.
+_CANCEL_FLAGS = frozenset(
+    f.name for f in dataclasses.fields(temporalio.activity.ActivityCancellationDetails)
+)
 
-_set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
+Reply = Callable[[dict], bool]
+"""``reply(outcome) -> bool``: reports a task's outcome; False when it was refused."""
+
+
+def cancellation_details(
+    flags: Mapping[str, bool],
+) -> temporalio.activity.ActivityCancellationDetails:
+    """temporalio's details for the cancel flags Rust sends (``CancelFlags`` in activities.rs).
+
+    No flag set counts as a cancel request, as an unknown reason does in Rust.
+
+    Raises:
+        ValueError: A flag that ``ActivityCancellationDetails`` does not have.
+    """
+    unknown = set(flags) - _CANCEL_FLAGS
+    if unknown:
+        raise ValueError(
+            f"unknown activity cancel flags {sorted(unknown)}; expected some of "
+            f"{sorted(_CANCEL_FLAGS)}"
+        )
+    set_flags = {name: True for name, value in flags.items() if value}
+    return temporalio.activity.ActivityCancellationDetails(
+        **(set_flags or {"cancel_requested": True})
+    )
 
 
 class _ThreadCanceller:
     """Raises ``temporalio.exceptions.CancelledError`` inside a pool thread, as temporalio does.
 
-    temporalio's worker raises the error asynchronously (``PyThreadState_SetAsyncExc``) as soon
-    as the cancel arrives, unless the activity is inside ``shield_thread_cancel_exception()``,
-    in which case it is raised when the outermost shield exits. The error is delivered when
-    the thread next runs Python bytecode, so a blocking C call (``time.sleep``) finishes first.
-    At most one error is ever sent per activity.
+    temporalio's worker raises the error asynchronously (``PyThreadState_SetAsyncExc``, here
+    through ``_core.interrupt_thread``) as soon as the cancel arrives, unless the activity is
+    inside ``shield_thread_cancel_exception()``, in which case it is raised when the
+    outermost shield exits. The error is delivered when the thread next runs Python
+    bytecode, so a blocking C call (``time.sleep``) finishes first. At most one error is
+    ever sent per activity.
     """
 
     __slots__ = ("_fired", "_lock", "_pending", "_shield_depth", "_thread_id")
@@ -106,7 +134,7 @@ class _ThreadCanceller:
             if self._fired and thread_id is not None:
                 # Drop an error that was sent but not yet raised, so it cannot escape into
                 # the bridge's own code or into the next task on this pool thread.
-                _set_async_exc(ctypes.c_ulong(thread_id), None)
+                _core.interrupt_thread(thread_id, None)
 
     def raise_in_thread(self) -> None:
         with self._lock:
@@ -129,9 +157,7 @@ class _ThreadCanceller:
             return
         self._pending = False
         self._fired = True
-        _set_async_exc(
-            ctypes.c_ulong(self._thread_id), ctypes.py_object(temporalio.exceptions.CancelledError)
-        )
+        _core.interrupt_thread(self._thread_id, temporalio.exceptions.CancelledError)
 
 
 class _Entry:
@@ -176,16 +202,26 @@ class _Run:
         "raiser",
         "raw_args",
         "raw_info",
+        "reply",
         "task",
         "token",
     )
 
-    def __init__(self, token: bytes, entry: _Entry | None, raw_args: list, raw_info: dict) -> None:
+    def __init__(
+        self,
+        token: bytes,
+        entry: _Entry | None,
+        raw_args: list,
+        raw_info: dict,
+        reply: Reply | None,
+    ) -> None:
         self.token = token
         self.entry = entry
         self.raw_args = raw_args
         self.raw_info = raw_info
+        self.reply = reply
         self.info: temporalio.activity.Info | None = None
+        # The custom converter with this task's serialization context (custom path only).
         self.converter: temporalio.converter.DataConverter | None = None
         self.task: asyncio.Task | None = None
         self.raiser: _ThreadCanceller | None = None
@@ -200,6 +236,210 @@ class _Run:
         self.hb_lock: asyncio.Lock | None = None
 
 
+# ---------------------------------------------------------------------- conversion strategy
+
+
+class _Conversion:
+    """How one bridge turns task inputs into arguments and outcomes into outcome dicts.
+
+    ``inline`` conversions are plain calls that may run on any thread (a ``def`` activity
+    then runs start to end on its pool thread); the others need the bridge's event loop.
+    """
+
+    inline: bool
+
+    def __init__(self, bridge: ActivityBridge) -> None:
+        self._bridge = bridge
+
+    def prepare(self, run: _Run) -> None:
+        """Per-task set-up, before the task runs anywhere."""
+
+    def payload_converter(self, run: _Run) -> Any:
+        """The payload converter ``activity.payload_converter()`` returns."""
+        raise NotImplementedError
+
+    def decode_now(self, run: _Run) -> list:
+        """Set ``run.info`` and return the arguments (``inline`` conversions only)."""
+        raise NotImplementedError
+
+    async def decode(self, run: _Run) -> list:
+        """Set ``run.info`` and return the arguments."""
+        return self.decode_now(run)
+
+    def encode_now(self, run: _Run, ok: bool, value: Any) -> dict:
+        """The outcome dict for a result (``ok``) or an exception (``inline`` only)."""
+        raise NotImplementedError
+
+    async def encode(self, run: _Run, ok: bool, value: Any) -> dict:
+        """The outcome dict for a result (``ok``) or an exception."""
+        return self.encode_now(run, ok, value)
+
+    def heartbeat(self, run: _Run, details: tuple) -> None:
+        """Send one ``activity.heartbeat(*details)``; must not block."""
+        raise NotImplementedError
+
+    def failure_bytes(self, err: BaseException) -> bytes:
+        """A failure built outside the activity, without a codec."""
+        return _failure_bytes(self._bridge._data_converter or _FAST_CONVERTER, err)
+
+
+class _FastConversion(_Conversion):
+    """The JSON fast path: Rust decoded the payloads; pydantic adapts values to the hints."""
+
+    inline = True
+
+    def __init__(self, bridge: ActivityBridge) -> None:
+        super().__init__(bridge)
+        self._payload_converter = _FAST_CONVERTER.payload_converter
+
+    def payload_converter(self, run: _Run) -> Any:
+        return self._payload_converter
+
+    def decode_now(self, run: _Run) -> list:
+        run.info = self._bridge._build_info(run, run.raw_info.get("heartbeat_details") or ())
+        entry: _Entry = run.entry  # type: ignore[assignment]
+        values = run.raw_args
+        defn = entry.defn
+        if defn.name is None:
+            return [_raw_values(values)]
+        # As temporalio: hints apply only when the counts match; unannotated params stay raw.
+        if not defn.arg_types or len(defn.arg_types) != len(values):
+            return values
+        try:
+            return [
+                value if adapter is None else _validate(adapter, value)
+                for adapter, value in zip(entry.arg_adapters(), values, strict=True)
+            ]
+        except Exception as err:
+            raise temporalio.exceptions.ApplicationError("Failed decoding arguments") from err
+
+    def encode_now(self, run: _Run, ok: bool, value: Any) -> dict:
+        try:
+            if ok:
+                if isinstance(
+                    value, (bytes, google.protobuf.message.Message, temporalio.common.RawValue)
+                ):
+                    [payload] = self._payload_converter.to_payloads([value])
+                    return {"result_payload": payload.SerializeToString()}
+                return {"result": pydantic_core.to_jsonable_python(value)}
+            kind, err = self._bridge._classify(run, value)
+            if kind == "will_complete_async":
+                return {kind: True}
+            return {kind: _failure_bytes(_FAST_CONVERTER, err)}
+        except Exception as err:
+            if ok:  # the result could not be serialized: a failure, as in temporalio
+                return self.encode_now(run, False, err)
+            return {"failure": _fallback_failure(err)}
+
+    def heartbeat(self, run: _Run, details: tuple) -> None:
+        try:
+            values = [pydantic_core.to_jsonable_python(d) for d in details]
+            self._bridge._heartbeat_cb(run.token, values)
+        except Exception as err:
+            self._bridge._heartbeat_failed(run, err)
+
+
+class _CustomConversion(_Conversion):
+    """A custom ``DataConverter``: inputs and heartbeat details arrive as serialized
+    ``Payload`` bytes; decoding and encoding (codec included) run on the event loop."""
+
+    inline = False
+
+    def __init__(
+        self, bridge: ActivityBridge, converter: temporalio.converter.DataConverter
+    ) -> None:
+        super().__init__(bridge)
+        self._converter = converter
+
+    def prepare(self, run: _Run) -> None:
+        raw = run.raw_info
+        context = temporalio.converter.ActivitySerializationContext(
+            namespace=raw.get("workflow_namespace") or self._bridge._namespace,
+            activity_id=raw.get("activity_id"),
+            activity_type=raw.get("activity_type"),
+            activity_task_queue=self._bridge._task_queue,
+            workflow_id=raw.get("workflow_id") or None,
+            workflow_type=raw.get("workflow_type") or None,
+            is_local=bool(raw.get("is_local", False)),
+        )
+        run.converter = self._converter.with_context(context)
+
+    def _of(self, run: _Run) -> temporalio.converter.DataConverter:
+        return run.converter or self._converter
+
+    def payload_converter(self, run: _Run) -> Any:
+        return self._of(run).payload_converter
+
+    async def decode(self, run: _Run) -> list:
+        converter = self._of(run)
+        defn = run.entry.defn  # type: ignore[union-attr]
+        raw_details = run.raw_info.get("heartbeat_details") or ()
+        try:
+            details = await converter.decode([_payload(d) for d in raw_details])
+        except Exception as err:
+            raise temporalio.exceptions.ApplicationError(
+                "Failed decoding heartbeat details", non_retryable=True
+            ) from err
+        run.info = self._bridge._build_info(run, details)
+        payloads = [_payload(a) for a in run.raw_args]
+        if defn.name is None:
+            return [[temporalio.common.RawValue(p) for p in payloads]]
+        hints = defn.arg_types
+        if hints is not None and len(hints) != len(payloads):
+            hints = None
+        try:
+            return await converter.decode(payloads, type_hints=hints) if payloads else []
+        except Exception as err:
+            raise temporalio.exceptions.ApplicationError("Failed decoding arguments") from err
+
+    async def encode(self, run: _Run, ok: bool, value: Any) -> dict:
+        converter = self._of(run)
+        if run.hb_task is not None:  # the last heartbeat goes out before the outcome
+            with contextlib.suppress(BaseException):
+                await run.hb_task
+        try:
+            if ok:
+                try:
+                    [payload] = await converter.encode([value])
+                    return {"result_payload": payload.SerializeToString()}
+                except Exception as err:
+                    value = err
+            kind, err = self._bridge._classify(run, value)
+            if kind == "will_complete_async":
+                return {kind: True}
+            failure = temporalio.api.failure.v1.Failure()
+            await converter.encode_failure(err, failure)
+            return {kind: failure.SerializeToString()}
+        except Exception as err:
+            return {"failure": _fallback_failure(err)}
+
+    def heartbeat(self, run: _Run, details: tuple) -> None:
+        with contextlib.suppress(RuntimeError):
+            self._bridge._loop.call_soon_threadsafe(self._queue_heartbeat, run, details)
+
+    def _queue_heartbeat(self, run: _Run, details: tuple) -> None:
+        # The newest heartbeat replaces one not yet sent; one send at a time keeps order.
+        run.hb_pending = details
+        run.hb_task = self._bridge._loop.create_task(self._send_heartbeat(run))
+
+    async def _send_heartbeat(self, run: _Run) -> None:
+        if run.hb_lock is None:
+            run.hb_lock = asyncio.Lock()
+        async with run.hb_lock:
+            details, run.hb_pending = run.hb_pending, None
+            if details is None:
+                return
+            try:
+                payloads = await self._of(run).encode(list(details)) if details else []
+                self._bridge._heartbeat_cb(run.token, [p.SerializeToString() for p in payloads])
+            except Exception as err:
+                if not run.done:
+                    self._bridge._heartbeat_failed(run, err)
+
+
+# ---------------------------------------------------------------------- the bridge
+
+
 class ActivityBridge:
     """Runs ``@activity.defn`` functions for activity tasks polled by the Rust worker.
 
@@ -211,13 +451,13 @@ class ActivityBridge:
         activities: Functions (or callable instances) decorated with ``@activity.defn``.
         namespace: Namespace of the worker, used when a task does not name one.
         task_queue: Task queue of the worker, reported in ``activity.info()``.
-        complete: ``complete(task_token, outcome)``, called exactly once per started task,
-            from any thread. See the module docstring for the outcome shapes.
         heartbeat: ``heartbeat(task_token, details)``, called for each
             ``activity.heartbeat(*details)``, in order. On the fast path ``details`` are
             JSON-compatible values; with a ``data_converter`` they are serialized, encoded
             ``Payload`` bytes (and only the newest pending heartbeat is sent, as temporalio
             does). Must not block.
+        complete: ``complete(task_token, outcome)``, for tasks started without a reply
+            (the bridge used on its own); the Rust worker passes a reply with each task.
         max_threads: Threads for ``def`` activities; defaults to :data:`DEFAULT_MAX_THREADS`.
         data_converter: ``None`` for the JSON fast path, where the Rust side passes decoded
             JSON values and gets JSON values back (same JSON as temporalio's Pydantic
@@ -241,8 +481,8 @@ class ActivityBridge:
         *,
         namespace: str,
         task_queue: str,
-        complete: Callable[[bytes, dict], None],
         heartbeat: Callable[[bytes, list], None],
+        complete: Callable[[bytes, dict], object] | None = None,
         max_threads: int = DEFAULT_MAX_THREADS,
         data_converter: temporalio.converter.DataConverter | None = None,
         client: temporalio.client.Client | None = None,
@@ -257,7 +497,12 @@ class ActivityBridge:
         self._data_converter = data_converter
         self._client = client
         self._interceptors = list(interceptors)
-        self._fast_payload_converter = _FAST_CONVERTER.payload_converter
+        # Chosen once: every activity of this bridge converts the same way.
+        self._conversion: _Conversion = (
+            _FastConversion(self)
+            if data_converter is None
+            else _CustomConversion(self, data_converter)
+        )
 
         self._entries: dict[str, _Entry] = {}
         self._dynamic: _Entry | None = None
@@ -275,9 +520,7 @@ class ActivityBridge:
                 self._entries[defn.name] = _Entry(defn)
 
         self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)
         self._running: dict[bytes, _Run] = {}
-        self._unreported = 0
         self._closing = False
         self._closed = False
 
@@ -309,10 +552,17 @@ class ActivityBridge:
     def running_count(self) -> int:
         """Number of started tasks whose outcome has not been reported yet."""
         with self._lock:
-            return self._unreported
+            return len(self._running)
 
-    def start(self, task_token: bytes, activity_type: str, args: list, info: dict) -> None:
-        """Start one activity task; returns at once, the outcome comes through ``complete``.
+    def start(
+        self,
+        task_token: bytes,
+        activity_type: str,
+        args: list,
+        info: dict,
+        reply: Reply | None = None,
+    ) -> None:
+        """Start one activity task; returns at once, the outcome goes to ``reply``.
 
         Args:
             task_token: The task token from sdk-core.
@@ -326,12 +576,19 @@ class ActivityBridge:
                 current_attempt_scheduled_time, started_time (epoch seconds),
                 heartbeat_details, is_local, retry_policy (dict or None). Missing keys get
                 defaults; the worker's own task queue is what ``activity.info()`` shows.
+            reply: Called once with the outcome dict (the Rust worker's ``ActivityReply``);
+                None reports through the ``complete`` callback instead.
 
         Raises:
-            ValueError: The token is already running.
+            ValueError: The token is already running, or there is neither a ``reply`` nor
+                a ``complete`` callback to report to.
         """
+        if reply is None and self._complete is None:
+            raise ValueError(
+                "ActivityBridge.start needs a reply, or a complete callback on the bridge"
+            )
         entry = self._entries.get(activity_type, self._dynamic)
-        run = _Run(task_token, entry, args, info)
+        run = _Run(task_token, entry, args, info, reply)
         if entry is not None:
             # Events exist before the run is visible to cancel(), so no cancel is lost.
             run.cancelled_event = temporalio.common._CompositeEvent(
@@ -344,7 +601,6 @@ class ActivityBridge:
             if task_token in self._running:
                 raise ValueError(f"Activity task {task_token!r} is already running")
             self._running[task_token] = run
-            self._unreported += 1
             closing = self._closing
         if closing:
             self._fail_now(
@@ -360,15 +616,13 @@ class ActivityBridge:
             )
             self._fail_now(run, err)
             return
+        self._conversion.prepare(run)
         try:
-            if self._interceptors:
-                self._loop.call_soon_threadsafe(self._spawn_intercepted, run)
-            elif self._data_converter is not None:
-                self._loop.call_soon_threadsafe(self._spawn_custom, run)
-            elif entry.is_async:
-                self._loop.call_soon_threadsafe(self._spawn_async, run)
+            if self._conversion.inline and not entry.is_async and not self._interceptors:
+                # Nothing here needs the event loop: the whole task runs on its pool thread.
+                self._pool.submit(contextvars.Context().run, self._run_inline, run)
             else:
-                self._pool.submit(contextvars.Context().run, self._run_sync_fast, run)
+                self._loop.call_soon_threadsafe(self._spawn, run)
         except RuntimeError as err:  # loop closed or pool shut down
             self._fail_now(run, err, codec=False)
 
@@ -387,7 +641,7 @@ class ActivityBridge:
             future.cancel()
             raise TimeoutError(f"did not finish within {timeout:g} s") from None
 
-    def cancel(self, task_token: bytes, reason: str) -> None:
+    def cancel(self, task_token: bytes, flags: Mapping[str, bool]) -> None:
         """Cancel a running activity; unknown or finished tokens are ignored.
 
         ``async def`` activities get their asyncio task cancelled. ``def`` activities see
@@ -398,62 +652,42 @@ class ActivityBridge:
 
         Args:
             task_token: The task token from sdk-core.
-            reason: The coresdk cancel reason (``CANCELLED``, ``TIMED_OUT``, ``NOT_FOUND``,
-                ``WORKER_SHUTDOWN``, ``PAUSED``, ``RESET``; any case, with or without
-                underscores). Unknown reasons count as ``CANCELLED``.
+            flags: Why, as the fields of ``activity.ActivityCancellationDetails`` (Rust's
+                ``CancelFlags``): ``cancel_requested``, ``timed_out``, ``not_found``,
+                ``worker_shutdown``, ``paused``, ``reset``; several may be set.
+
+        Raises:
+            ValueError: A flag that ``ActivityCancellationDetails`` does not have.
         """
+        details = cancellation_details(flags)
         with self._lock:
             run = self._running.get(task_token)
         if run is None:
             logger.debug("Ignoring cancel for unknown activity task %r", task_token)
             return
-        key = reason.lower().replace("_", "").replace("-", "").replace(" ", "")
-        flags = _CANCEL_REASONS.get(key, {"cancel_requested": True})
-        self._request_cancel(run, temporalio.activity.ActivityCancellationDetails(**flags))
+        self._request_cancel(run, details)
 
-    def shutdown(self, grace: float, *, cancel_timeout: float = 10.0) -> None:
-        """Shut down: let running activities finish, cancel the rest, stop the threads.
-
-        Sets the worker-shutdown event (``activity.is_worker_shutdown()``,
-        ``activity.wait_for_worker_shutdown()``), waits up to ``grace`` seconds for running
-        activities, cancels the rest (reason ``WORKER_SHUTDOWN``, reported as cancelled) and
-        waits up to ``cancel_timeout`` seconds for them to report. Any still silent after
-        that are completed with a failure so sdk-core can finish its own shutdown; their late
-        outcome is dropped. New tasks started after this call fail at once. Idempotent.
-
-        Args:
-            grace: Seconds to wait before cancelling running activities.
-            cancel_timeout: Seconds to wait for cancelled activities to report.
-        """
+    def begin_shutdown(self) -> None:
+        """The worker is shutting down: ``activity.is_worker_shutdown()`` turns True,
+        ``activity.wait_for_worker_shutdown()`` returns, and tasks started from now on fail
+        at once. Running tasks go on: Rust decides, after its grace period, to cancel them
+        (and fails those that ignore the cancel). Idempotent."""
         with self._lock:
-            if self._closed:
+            if self._closing:
                 return
             self._closing = True
         self._shutdown_thread_event.set()
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(self._shutdown_async_event.set)
 
-        if not self._wait_idle(grace):
-            details = temporalio.activity.ActivityCancellationDetails(worker_shutdown=True)
-            with self._lock:
-                runs = list(self._running.values())
-            for run in runs:
-                self._request_cancel(run, details)
-            if not self._wait_idle(cancel_timeout):
-                with self._lock:
-                    runs = list(self._running.values())
-                for run in runs:
-                    logger.warning(
-                        "Activity %s did not finish after cancellation at worker shutdown",
-                        run.raw_info.get("activity_type"),
-                    )
-                    self._fail_now(
-                        run,
-                        temporalio.exceptions.ApplicationError(
-                            "Worker shut down before the activity finished"
-                        ),
-                        codec=False,
-                    )
+    def close(self) -> None:
+        """Stop the event loop and the thread pool (once the worker stopped).
+
+        Waits for the pool only when no task is still running: one that ignored its
+        cancel at shutdown (and that Rust failed) keeps its thread until it lets go.
+        Idempotent.
+        """
+        self.begin_shutdown()
         with self._lock:
             if self._closed:
                 return
@@ -464,7 +698,7 @@ class ActivityBridge:
         self._loop_thread.join(5.0 if clean else 1.0)
         self._pool.shutdown(wait=clean, cancel_futures=True)
 
-    # ------------------------------------------------------------------ bookkeeping
+    # ------------------------------------------------------------------ execution
 
     def _run_loop(self) -> None:
         loop = self._loop
@@ -481,15 +715,133 @@ class ActivityBridge:
         finally:
             loop.close()
 
-    def _wait_idle(self, timeout: float) -> bool:
-        deadline = time.monotonic() + max(timeout, 0.0)
-        with self._idle:
-            while self._unreported:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._idle.wait(left)
-            return True
+    def _run_inline(self, run: _Run) -> None:
+        """A ``def`` activity with an inline conversion, start to end on its pool thread."""
+        conversion = self._conversion
+        try:
+            args = conversion.decode_now(run)
+            self._set_context(run, conversion.payload_converter(run))
+            ok, value = self._call_sync(run, args)
+        except BaseException as err:
+            ok, value = False, err
+        run.done = True
+        self._finish(run, conversion.encode_now(run, ok, value))
+
+    def _spawn(self, run: _Run) -> None:
+        """On the loop: the task runs :meth:`_body`; its end reports the outcome."""
+        run.task = self._loop.create_task(self._body(run))
+        run.task.add_done_callback(functools.partial(self._body_done, run))
+        if run.cancel_requested and run.entry.is_async:  # type: ignore[union-attr]
+            run.task.cancel("Activity cancelled")
+
+    async def _body(self, run: _Run) -> tuple[bool, Any]:
+        # Runs in the task's own copy of the loop's context, so the activity context (and
+        # what interceptors bind in contextvars) stays with this activity.
+        try:
+            args = await self._conversion.decode(run)
+            self._set_context(run, self._conversion.payload_converter(run))
+            if self._interceptors:
+                return True, await self._intercepted(run, args)
+            return True, await self._call(run, run.entry.defn.fn, args)  # type: ignore[union-attr]
+        except BaseException as err:
+            return False, err
+
+    async def _call(
+        self, run: _Run, fn: Callable, args: Sequence[Any], executor: Any = None
+    ) -> Any:
+        """The one difference between ``async def`` and ``def``: how the body is called."""
+        if run.entry.is_async:  # type: ignore[union-attr]
+            return await fn(*args)
+        # The task's contextvars (temporalio's activity context among them) go with the
+        # call, as the official worker passes them to its thread pool.
+        ctx = contextvars.copy_context()
+        ok, value = await asyncio.wrap_future(
+            (executor or self._pool).submit(ctx.run, self._call_sync, run, args, fn)
+        )
+        if not ok:
+            raise value
+        return value
+
+    async def _intercepted(self, run: _Run, args: list) -> Any:
+        entry: _Entry = run.entry  # type: ignore[assignment]
+        impl: temporalio.worker.ActivityInboundInterceptor = _InboundImpl(self, run)
+        for interceptor in reversed(self._interceptors):
+            impl = interceptor.intercept_activity(impl)
+        impl.init(_OutboundImpl(self, run))
+        return await impl.execute_activity(
+            temporalio.worker.ExecuteActivityInput(
+                fn=entry.defn.fn,
+                args=args,
+                executor=None if entry.is_async else self._pool,
+                headers={},
+            )
+        )
+
+    def _body_done(self, run: _Run, task: asyncio.Task) -> None:
+        run.done = True
+        if task.cancelled():  # cancelled before the body ran
+            ok, value = False, asyncio.CancelledError()
+        else:
+            ok, value = task.result()
+        if self._conversion.inline:
+            self._finish(run, self._conversion.encode_now(run, ok, value))
+        elif not self._closed:  # after a forced shutdown there is nothing left to report
+            self._loop.create_task(self._report(run, ok, value))
+
+    async def _report(self, run: _Run, ok: bool, value: Any) -> None:
+        self._finish(run, await self._conversion.encode(run, ok, value))
+
+    def _call_sync(self, run: _Run, args: Sequence[Any], fn: Any = None) -> tuple[bool, Any]:
+        fn = fn or run.entry.defn.fn  # type: ignore[union-attr]
+        raiser = run.raiser
+        try:
+            if raiser is None:
+                return True, fn(*args)
+            if run.cancel_requested:  # cancelled while queued: do not start it at all
+                return False, temporalio.exceptions.CancelledError("Cancelled")
+            raiser.arm()
+            try:
+                value = fn(*args)
+            finally:
+                raiser.disarm()
+        except BaseException as err:
+            return False, err
+        return True, value
+
+    def _classify(self, run: _Run, err: BaseException) -> tuple[str, BaseException]:
+        """Map an activity's exception to an outcome kind, as temporalio's worker does."""
+        if isinstance(err, temporalio.activity._CompleteAsyncError):
+            return "will_complete_async", err
+        if isinstance(err, _CANCELLED_ERRORS) and run.cancel_requested:
+            details = run.details.details
+            if run.heartbeat_error is not None:
+                return "failure", run.heartbeat_error
+            if details is not None and details.paused:
+                return "failure", temporalio.exceptions.ApplicationError(
+                    "Unhandled activity cancel error produced by activity pause",
+                    type="ActivityPause",
+                )
+            if details is not None and details.reset:
+                return "failure", temporalio.exceptions.ApplicationError(
+                    "Unhandled activity cancel error produced by activity reset",
+                    type="ActivityReset",
+                )
+            if run.cancelled_by_request:
+                return "cancelled", temporalio.exceptions.CancelledError("Cancelled")
+        if (
+            isinstance(err, temporalio.exceptions.ApplicationError)
+            and err.category == temporalio.exceptions.ApplicationErrorCategory.BENIGN
+        ):
+            logger.debug("Completing activity as failed", exc_info=err)
+        else:
+            logger.warning(
+                "Completing activity as failed",
+                exc_info=err,
+                extra={"temporal_activity": run.info._logger_details() if run.info else {}},
+            )
+        return "failure", err
+
+    # ------------------------------------------------------------------ bookkeeping
 
     def _finish(self, run: _Run, outcome: dict) -> None:
         """Report ``outcome`` unless this run was already reported (exactly once)."""
@@ -499,28 +851,28 @@ class ActivityBridge:
             del self._running[run.token]
             run.done = True
         try:
-            self._complete(run.token, outcome)
+            if run.reply is None:
+                self._complete(run.token, outcome)  # type: ignore[misc]
+            elif not run.reply(outcome):
+                # Rust failed it at shutdown (it ignored its cancel): this answer is late.
+                logger.info(
+                    "Activity %s finished after the worker gave up on it; outcome dropped",
+                    run.raw_info.get("activity_type"),
+                )
         except Exception:
-            logger.exception("complete callback failed for activity task %r", run.token)
-        finally:
-            with self._idle:
-                self._unreported -= 1
-                if not self._unreported:
-                    self._idle.notify_all()
+            logger.exception("reporting the outcome of activity task %r failed", run.token)
 
     def _fail_now(self, run: _Run, err: BaseException, *, codec: bool = True) -> None:
         """Report a failure built outside the activity (unknown type, shutdown)."""
-        if codec and self._data_converter is not None:
+        if codec and not self._conversion.inline:
             try:
-                self._loop.call_soon_threadsafe(self._spawn_report, run, err)
+                self._loop.call_soon_threadsafe(
+                    lambda: self._loop.create_task(self._report(run, False, err))
+                )
                 return
             except RuntimeError:
                 pass
-        converter = self._data_converter or _FAST_CONVERTER
-        self._finish(run, {"failure": self._failure_bytes(converter, err)})
-
-    def _spawn_report(self, run: _Run, err: BaseException) -> None:
-        self._loop.create_task(self._report_custom(run, False, err))
+        self._finish(run, {"failure": self._conversion.failure_bytes(err)})
 
     def _request_cancel(
         self,
@@ -615,307 +967,12 @@ class ActivityBridge:
         )
 
     def _heartbeat(self, run: _Run, details: tuple) -> None:
-        if run.done:
-            return
-        if self._data_converter is not None:
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._queue_heartbeat, run, details)
-            return
-        try:
-            values = [pydantic_core.to_jsonable_python(d) for d in details]
-            self._heartbeat_cb(run.token, values)
-        except Exception as err:
-            self._heartbeat_failed(run, err)
+        if not run.done:
+            self._conversion.heartbeat(run, details)
 
     def _heartbeat_failed(self, run: _Run, err: BaseException) -> None:
         logger.warning("Cancelling activity because recording a heartbeat failed", exc_info=err)
         self._request_cancel(run, None, heartbeat_error=err)
-
-    def _queue_heartbeat(self, run: _Run, details: tuple) -> None:
-        # The newest heartbeat replaces one not yet sent; one send at a time keeps order.
-        run.hb_pending = details
-        run.hb_task = self._loop.create_task(self._send_heartbeat(run))
-
-    async def _send_heartbeat(self, run: _Run) -> None:
-        if run.hb_lock is None:
-            run.hb_lock = asyncio.Lock()
-        async with run.hb_lock:
-            details, run.hb_pending = run.hb_pending, None
-            if details is None:
-                return
-            try:
-                payloads = await run.converter.encode(list(details)) if details else []  # type: ignore[union-attr]
-                self._heartbeat_cb(run.token, [p.SerializeToString() for p in payloads])
-            except Exception as err:
-                if not run.done:
-                    self._heartbeat_failed(run, err)
-
-    # ------------------------------------------------------------------ fast path
-
-    def _convert_args(self, entry: _Entry, values: list) -> list:
-        defn = entry.defn
-        if defn.name is None:
-            return [_raw_values(values)]
-        # As temporalio: hints apply only when the counts match; unannotated params stay raw.
-        if not defn.arg_types or len(defn.arg_types) != len(values):
-            return values
-        try:
-            return [
-                value if adapter is None else _validate(adapter, value)
-                for adapter, value in zip(entry.arg_adapters(), values, strict=True)
-            ]
-        except Exception as err:
-            raise temporalio.exceptions.ApplicationError("Failed decoding arguments") from err
-
-    def _spawn_async(self, run: _Run) -> None:
-        run.task = self._loop.create_task(self._async_body_fast(run))
-        run.task.add_done_callback(lambda task: self._async_done(run, task))
-        if run.cancel_requested:
-            run.task.cancel("Activity cancelled")
-
-    async def _async_body_fast(self, run: _Run) -> tuple[bool, Any]:
-        try:
-            run.info = self._build_info(run, run.raw_info.get("heartbeat_details") or ())
-            args = self._convert_args(run.entry, run.raw_args)  # type: ignore[arg-type]
-            self._set_context(run, self._fast_payload_converter)
-            return True, await run.entry.defn.fn(*args)  # type: ignore[union-attr]
-        except BaseException as err:
-            return False, err
-
-    def _async_done(self, run: _Run, task: asyncio.Task) -> None:
-        run.done = True
-        if task.cancelled():  # cancelled before the body ran
-            ok, value = False, asyncio.CancelledError()
-        else:
-            ok, value = task.result()
-        if self._data_converter is None:
-            self._finish(run, self._fast_outcome(run, ok, value))
-        elif not self._closed:  # after a forced shutdown there is nothing left to report
-            self._loop.create_task(self._report_custom(run, ok, value))
-
-    def _run_sync_fast(self, run: _Run) -> None:
-        try:
-            run.info = self._build_info(run, run.raw_info.get("heartbeat_details") or ())
-            args = self._convert_args(run.entry, run.raw_args)  # type: ignore[arg-type]
-            self._set_context(run, self._fast_payload_converter)
-            ok, value = self._call_sync(run, args)
-        except BaseException as err:
-            ok, value = False, err
-        run.done = True
-        self._finish(run, self._fast_outcome(run, ok, value))
-
-    def _call_sync(self, run: _Run, args: Sequence[Any], fn: Any = None) -> tuple[bool, Any]:
-        fn = fn or run.entry.defn.fn  # type: ignore[union-attr]
-        raiser = run.raiser
-        try:
-            if raiser is None:
-                return True, fn(*args)
-            if run.cancel_requested:  # cancelled while queued: do not start it at all
-                return False, temporalio.exceptions.CancelledError("Cancelled")
-            raiser.arm()
-            try:
-                value = fn(*args)
-            finally:
-                raiser.disarm()
-        except BaseException as err:
-            return False, err
-        return True, value
-
-    def _fast_outcome(self, run: _Run, ok: bool, value: Any) -> dict:
-        try:
-            if ok:
-                if isinstance(
-                    value, (bytes, google.protobuf.message.Message, temporalio.common.RawValue)
-                ):
-                    [payload] = self._fast_payload_converter.to_payloads([value])
-                    return {"result_payload": payload.SerializeToString()}
-                return {"result": pydantic_core.to_jsonable_python(value)}
-            kind, err = self._classify(run, value)
-            if kind == "will_complete_async":
-                return {kind: True}
-            return {kind: self._failure_bytes(_FAST_CONVERTER, err)}
-        except Exception as err:
-            if ok:  # the result could not be serialized: a failure, as in temporalio
-                return self._fast_outcome(run, False, err)
-            return {"failure": _fallback_failure(err)}
-
-    def _failure_bytes(
-        self, converter: temporalio.converter.DataConverter, err: BaseException
-    ) -> bytes:
-        failure = temporalio.api.failure.v1.Failure()
-        try:
-            converter.failure_converter.to_failure(err, converter.payload_converter, failure)
-        except Exception as inner:
-            return _fallback_failure(inner)
-        return failure.SerializeToString()
-
-    def _classify(self, run: _Run, err: BaseException) -> tuple[str, BaseException]:
-        """Map an activity's exception to an outcome kind, as temporalio's worker does."""
-        if isinstance(err, temporalio.activity._CompleteAsyncError):
-            return "will_complete_async", err
-        if isinstance(err, _CANCELLED_ERRORS) and run.cancel_requested:
-            details = run.details.details
-            if run.heartbeat_error is not None:
-                return "failure", run.heartbeat_error
-            if details is not None and details.paused:
-                return "failure", temporalio.exceptions.ApplicationError(
-                    "Unhandled activity cancel error produced by activity pause",
-                    type="ActivityPause",
-                )
-            if details is not None and details.reset:
-                return "failure", temporalio.exceptions.ApplicationError(
-                    "Unhandled activity cancel error produced by activity reset",
-                    type="ActivityReset",
-                )
-            if run.cancelled_by_request:
-                return "cancelled", temporalio.exceptions.CancelledError("Cancelled")
-        if (
-            isinstance(err, temporalio.exceptions.ApplicationError)
-            and err.category == temporalio.exceptions.ApplicationErrorCategory.BENIGN
-        ):
-            logger.debug("Completing activity as failed", exc_info=err)
-        else:
-            logger.warning(
-                "Completing activity as failed",
-                exc_info=err,
-                extra={"temporal_activity": run.info._logger_details() if run.info else {}},
-            )
-        return "failure", err
-
-    # ------------------------------------------------------------------ custom converter path
-
-    def _set_converter(self, run: _Run) -> None:
-        raw = run.raw_info
-        context = temporalio.converter.ActivitySerializationContext(
-            namespace=raw.get("workflow_namespace") or self._namespace,
-            activity_id=raw.get("activity_id"),
-            activity_type=raw.get("activity_type"),
-            activity_task_queue=self._task_queue,
-            workflow_id=raw.get("workflow_id") or None,
-            workflow_type=raw.get("workflow_type") or None,
-            is_local=bool(raw.get("is_local", False)),
-        )
-        run.converter = self._data_converter.with_context(context)  # type: ignore[union-attr]
-
-    def _spawn_custom(self, run: _Run) -> None:
-        self._set_converter(run)
-        if run.entry.is_async:  # type: ignore[union-attr]
-            run.task = self._loop.create_task(self._async_body_custom(run))
-            run.task.add_done_callback(lambda task: self._async_done(run, task))
-            if run.cancel_requested:
-                run.task.cancel("Activity cancelled")
-        else:
-            self._loop.create_task(self._drive_sync_custom(run))
-
-    async def _decode_custom(self, run: _Run) -> list:
-        converter = run.converter
-        entry = run.entry
-        defn = entry.defn  # type: ignore[union-attr]
-        raw_details = run.raw_info.get("heartbeat_details") or ()
-        try:
-            details = await converter.decode([_payload(d) for d in raw_details])  # type: ignore[union-attr]
-        except Exception as err:
-            raise temporalio.exceptions.ApplicationError(
-                "Failed decoding heartbeat details", non_retryable=True
-            ) from err
-        run.info = self._build_info(run, details)
-        payloads = [_payload(a) for a in run.raw_args]
-        if defn.name is None:
-            return [[temporalio.common.RawValue(p) for p in payloads]]
-        hints = defn.arg_types
-        if hints is not None and len(hints) != len(payloads):
-            hints = None
-        try:
-            return await converter.decode(payloads, type_hints=hints) if payloads else []  # type: ignore[union-attr]
-        except Exception as err:
-            raise temporalio.exceptions.ApplicationError("Failed decoding arguments") from err
-
-    async def _async_body_custom(self, run: _Run) -> tuple[bool, Any]:
-        try:
-            args = await self._decode_custom(run)
-            self._set_context(run, run.converter.payload_converter)  # type: ignore[union-attr]
-            return True, await run.entry.defn.fn(*args)  # type: ignore[union-attr]
-        except BaseException as err:
-            return False, err
-
-    async def _drive_sync_custom(self, run: _Run) -> None:
-        try:
-            args = await self._decode_custom(run)
-            ctx = contextvars.Context()
-            ok, value = await asyncio.wrap_future(
-                self._pool.submit(ctx.run, self._sync_body_custom, run, args)
-            )
-        except BaseException as err:
-            ok, value = False, err
-        run.done = True
-        await self._report_custom(run, ok, value)
-
-    def _sync_body_custom(self, run: _Run, args: list) -> tuple[bool, Any]:
-        self._set_context(run, run.converter.payload_converter)  # type: ignore[union-attr]
-        return self._call_sync(run, args)
-
-    async def _report_custom(self, run: _Run, ok: bool, value: Any) -> None:
-        converter = run.converter or self._data_converter
-        if run.hb_task is not None:
-            with contextlib.suppress(BaseException):
-                await run.hb_task
-        try:
-            if ok:
-                try:
-                    [payload] = await converter.encode([value])  # type: ignore[union-attr]
-                    outcome: dict = {"result_payload": payload.SerializeToString()}
-                except Exception as err:
-                    ok, value = False, err
-            if not ok:
-                kind, err = self._classify(run, value)
-                if kind == "will_complete_async":
-                    outcome = {kind: True}
-                else:
-                    failure = temporalio.api.failure.v1.Failure()
-                    await converter.encode_failure(err, failure)  # type: ignore[union-attr]
-                    outcome = {kind: failure.SerializeToString()}
-        except Exception as err:
-            outcome = {"failure": _fallback_failure(err)}
-        self._finish(run, outcome)
-
-    # ------------------------------------------------------------------ interceptors
-
-    def _spawn_intercepted(self, run: _Run) -> None:
-        if self._data_converter is not None:
-            self._set_converter(run)
-        run.task = self._loop.create_task(self._intercepted_body(run))
-        run.task.add_done_callback(lambda task: self._async_done(run, task))
-        if run.cancel_requested and run.entry.is_async:  # type: ignore[union-attr]
-            run.task.cancel("Activity cancelled")
-
-    async def _intercepted_body(self, run: _Run) -> tuple[bool, Any]:
-        # Runs in the task's own copy of the loop's context, so what interceptors bind in
-        # contextvars stays with this activity.
-        try:
-            entry = run.entry
-            if run.converter is not None:
-                args = await self._decode_custom(run)
-                converter = run.converter.payload_converter
-            else:
-                run.info = self._build_info(run, run.raw_info.get("heartbeat_details") or ())
-                args = self._convert_args(entry, run.raw_args)  # type: ignore[arg-type]
-                converter = self._fast_payload_converter
-            self._set_context(run, converter)
-            impl: temporalio.worker.ActivityInboundInterceptor = _InboundImpl(self, run)
-            for interceptor in reversed(self._interceptors):
-                impl = interceptor.intercept_activity(impl)
-            impl.init(_OutboundImpl(self, run))
-            value = await impl.execute_activity(
-                temporalio.worker.ExecuteActivityInput(
-                    fn=entry.defn.fn,  # type: ignore[union-attr]
-                    args=args,
-                    executor=None if entry.is_async else self._pool,  # type: ignore[union-attr]
-                    headers={},
-                )
-            )
-            return True, value
-        except BaseException as err:
-            return False, err
 
 
 class _InboundImpl(temporalio.worker.ActivityInboundInterceptor):
@@ -932,18 +989,7 @@ class _InboundImpl(temporalio.worker.ActivityInboundInterceptor):
         context.heartbeat = outbound.heartbeat
 
     async def execute_activity(self, input: temporalio.worker.ExecuteActivityInput) -> Any:
-        if self._run.entry.is_async:  # type: ignore[union-attr]
-            return await input.fn(*input.args)
-        executor = input.executor or self._bridge._pool
-        # The chain's contextvars (temporalio's activity context among them) go with the
-        # call, as the official worker passes them to its thread pool.
-        ctx = contextvars.copy_context()
-        ok, value = await asyncio.wrap_future(
-            executor.submit(ctx.run, self._bridge._call_sync, self._run, input.args, input.fn)  # type: ignore[arg-type]
-        )
-        if not ok:
-            raise value
-        return value
+        return await self._bridge._call(self._run, input.fn, input.args, input.executor)
 
 
 class _OutboundImpl(temporalio.worker.ActivityOutboundInterceptor):
@@ -982,6 +1028,15 @@ def _payload(data: Any) -> temporalio.api.common.v1.Payload:
     if isinstance(data, temporalio.api.common.v1.Payload):
         return data
     return temporalio.api.common.v1.Payload.FromString(bytes(data))
+
+
+def _failure_bytes(converter: temporalio.converter.DataConverter, err: BaseException) -> bytes:
+    failure = temporalio.api.failure.v1.Failure()
+    try:
+        converter.failure_converter.to_failure(err, converter.payload_converter, failure)
+    except Exception as inner:
+        return _fallback_failure(inner)
+    return failure.SerializeToString()
 
 
 def _fallback_failure(err: BaseException) -> bytes:

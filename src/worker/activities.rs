@@ -1,8 +1,17 @@
 //! Activity tasks: poll from core, decode inputs in Rust, start them in the Python activity
 //! bridge (from one of the worker's Python threads), and turn the outcomes it reports back
 //! into core completions.
+//!
+//! Rust keeps the registry of running tasks ([`Outstanding`]): each start hands the bridge an
+//! [`ActivityReply`], and whoever claims a task first (the reply, or the shutdown [`drain`]
+//! failing a task that ignored its cancel) completes it; every later answer is refused. The
+//! graceful-shutdown timer is here too, and only here (core's `graceful_shutdown_period` is
+//! left unset): wait the grace period, cancel what is left, fail what still does not answer.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use prost::Message;
 use pyo3::exceptions::PyValueError;
@@ -13,7 +22,7 @@ use temporalio_common::protos::coresdk::activity_result::{
     self, ActivityExecutionResult, activity_execution_result,
 };
 use temporalio_common::protos::coresdk::activity_task::{
-    ActivityCancelReason, ActivityTask, Start, activity_task,
+    ActivityCancelReason, ActivityCancellationDetails, ActivityTask, Start, activity_task,
 };
 use temporalio_common::protos::coresdk::{ActivityHeartbeat, ActivityTaskCompletion};
 use temporalio_common::protos::temporal::api::common::v1::Payload;
@@ -21,6 +30,7 @@ use temporalio_common::protos::temporal::api::failure::v1::{
     ApplicationFailureInfo, Failure, failure,
 };
 use temporalio_sdk_core::{PollError, Worker as CoreWorker};
+use tokio::sync::watch;
 
 use super::Shared;
 use super::python_threads::PythonThreads;
@@ -214,15 +224,234 @@ pub(super) fn heartbeat(
     Ok(())
 }
 
-fn cancel_reason(reason: i32) -> &'static str {
-    match ActivityCancelReason::try_from(reason) {
-        Ok(ActivityCancelReason::NotFound) => "NOT_FOUND",
-        Ok(ActivityCancelReason::Cancelled) => "CANCELLED",
-        Ok(ActivityCancelReason::TimedOut) => "TIMED_OUT",
-        Ok(ActivityCancelReason::WorkerShutdown) => "WORKER_SHUTDOWN",
-        Ok(ActivityCancelReason::Paused) => "PAUSED",
-        Ok(ActivityCancelReason::Reset) => "RESET",
-        Err(_) => "CANCELLED",
+/// How long activities cancelled at shutdown may take to answer before they are failed, so
+/// core can finish its shutdown (their late outcome is then refused).
+pub(super) const CANCEL_BOUND: Duration = Duration::from_secs(10);
+
+/// Why an activity is cancelled; crosses to Python as a dict of these flags, named as the
+/// fields of temporalio's `activity.ActivityCancellationDetails` (the bridge builds one
+/// from it). Several can be set at once.
+#[derive(IntoPyObject, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct CancelFlags {
+    pub(super) not_found: bool,
+    pub(super) cancel_requested: bool,
+    pub(super) paused: bool,
+    pub(super) timed_out: bool,
+    pub(super) worker_shutdown: bool,
+    pub(super) reset: bool,
+}
+
+impl CancelFlags {
+    /// From core's cancel: its details list every reason; without them (older servers),
+    /// the primary reason alone, an unknown one counting as a cancel request.
+    pub(super) fn of(reason: i32, details: Option<&ActivityCancellationDetails>) -> Self {
+        if let Some(d) = details {
+            let flags = CancelFlags {
+                not_found: d.is_not_found,
+                cancel_requested: d.is_cancelled,
+                paused: d.is_paused,
+                timed_out: d.is_timed_out,
+                worker_shutdown: d.is_worker_shutdown,
+                reset: d.is_reset,
+            };
+            if flags != CancelFlags::default() {
+                return flags;
+            }
+        }
+        let mut flags = CancelFlags::default();
+        match ActivityCancelReason::try_from(reason) {
+            Ok(ActivityCancelReason::NotFound) => flags.not_found = true,
+            Ok(ActivityCancelReason::TimedOut) => flags.timed_out = true,
+            Ok(ActivityCancelReason::WorkerShutdown) => flags.worker_shutdown = true,
+            Ok(ActivityCancelReason::Paused) => flags.paused = true,
+            Ok(ActivityCancelReason::Reset) => flags.reset = true,
+            Ok(ActivityCancelReason::Cancelled) | Err(_) => flags.cancel_requested = true,
+        }
+        flags
+    }
+
+    /// What the shutdown drain sends once the grace period is over.
+    pub(super) fn worker_shutdown() -> Self {
+        CancelFlags {
+            worker_shutdown: true,
+            ..Default::default()
+        }
+    }
+}
+
+/// One running task's right to be completed, claimed exactly once.
+#[derive(Default)]
+pub(super) struct Slot {
+    answered: AtomicBool,
+}
+
+/// The running activity tasks (token -> slot), and the worker's shutdown signal.
+pub(crate) struct Outstanding {
+    tasks: Mutex<HashMap<Vec<u8>, Arc<Slot>>>,
+    /// How many tasks are registered; the drain waits for it to reach 0.
+    count: watch::Sender<usize>,
+    /// Set once by `initiate_shutdown`; a watch keeps it for a loop that starts later.
+    shutdown: watch::Sender<bool>,
+}
+
+impl Default for Outstanding {
+    fn default() -> Self {
+        Self {
+            tasks: Mutex::default(),
+            count: watch::Sender::new(0),
+            shutdown: watch::Sender::new(false),
+        }
+    }
+}
+
+impl Outstanding {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Arc<Slot>>> {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Register a started task. A token core hands out again (it does not) replaces the
+    /// old slot, which can then no longer be claimed through the registry.
+    pub(super) fn register(&self, token: Vec<u8>) -> Arc<Slot> {
+        let slot = Arc::new(Slot::default());
+        let mut tasks = self.lock();
+        tasks.insert(token, slot.clone());
+        self.count.send_replace(tasks.len());
+        slot
+    }
+
+    /// True exactly once per slot: the caller then completes the task with core.
+    pub(super) fn claim(&self, token: &[u8], slot: &Arc<Slot>) -> bool {
+        if slot.answered.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        let mut tasks = self.lock();
+        if tasks.get(token).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+            tasks.remove(token);
+        }
+        self.count.send_replace(tasks.len());
+        true
+    }
+
+    /// Claim a task by its token (the drain's way): false when already answered or unknown.
+    pub(super) fn claim_token(&self, token: &[u8]) -> bool {
+        let slot = self.lock().get(token).cloned();
+        slot.is_some_and(|slot| self.claim(token, &slot))
+    }
+
+    /// Tokens of the tasks not yet answered.
+    pub(super) fn tokens(&self) -> Vec<Vec<u8>> {
+        self.lock().keys().cloned().collect()
+    }
+
+    /// Wait until no task is outstanding; false when `limit` passed first.
+    async fn wait_idle(&self, limit: Duration) -> bool {
+        let mut count = self.count.subscribe();
+        tokio::time::timeout(limit, count.wait_for(|n| *n == 0))
+            .await
+            .is_ok()
+    }
+
+    /// Start the shutdown drain (idempotent).
+    pub(crate) fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    async fn shutdown_begun(&self) {
+        let mut rx = self.shutdown.subscribe();
+        // The sender lives as long as `self`, so this only ends by the flag.
+        let _ = rx.wait_for(|begun| *begun).await;
+    }
+}
+
+/// How a shutdown drain ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Drained {
+    /// Every task answered within the grace period.
+    InGrace,
+    /// Some were cancelled after the grace period, and all answered within the bound.
+    AfterCancel,
+    /// This many ignored their cancel and were failed by Rust.
+    Failed(usize),
+}
+
+/// The one graceful-shutdown timer: wait up to `grace` for the outstanding tasks, then
+/// `cancel` each still running, wait up to `bound`, then `fail` each that still has not
+/// answered (claimed here, so its late answer is refused).
+pub(super) async fn drain(
+    outstanding: &Outstanding,
+    grace: Duration,
+    bound: Duration,
+    mut cancel: impl FnMut(Vec<u8>),
+    mut fail: impl FnMut(Vec<u8>),
+) -> Drained {
+    if outstanding.wait_idle(grace).await {
+        return Drained::InGrace;
+    }
+    for token in outstanding.tokens() {
+        cancel(token);
+    }
+    if outstanding.wait_idle(bound).await {
+        return Drained::AfterCancel;
+    }
+    let mut failed = 0;
+    for token in outstanding.tokens() {
+        if outstanding.claim_token(&token) {
+            failed += 1;
+            fail(token);
+        }
+    }
+    Drained::Failed(failed)
+}
+
+/// The bridge's way back, passed with each started task: called once with the outcome
+/// dict; a second call, or one after Rust failed the task at shutdown, is refused and
+/// returns `False`.
+#[pyclass(name = "ActivityReply", module = "nomad_actions._core", frozen)]
+pub struct ActivityReply {
+    shared: Arc<Shared>,
+    token: Vec<u8>,
+    slot: Arc<Slot>,
+}
+
+impl ActivityReply {
+    /// Complete the task with `result` unless it was answered already.
+    fn answer(&self, result: ActivityExecutionResult) -> bool {
+        if !self.shared.activities.claim(&self.token, &self.slot) {
+            return false;
+        }
+        complete(&self.shared, self.token.clone(), result);
+        true
+    }
+}
+
+#[pymethods]
+impl ActivityReply {
+    /// Report the outcome (see `activity_bridge.py` for its shapes). An outcome that cannot
+    /// be encoded (a result with no JSON form) completes the task as failed, naming the
+    /// reason: raising instead would leave the task running until its timeout, holding one
+    /// of core's slots meanwhile.
+    fn __call__(&self, py: Python<'_>, outcome: &Bound<'_, PyDict>) -> bool {
+        let result = outcome_from_py(outcome).unwrap_or_else(|err| {
+            rust_failure(
+                format!("Failed encoding the activity's outcome: {err}"),
+                "PayloadError",
+                false,
+            )
+        });
+        // Spawning wakes a runtime thread, which can preempt this one: not with the GIL.
+        py.detach(|| self.answer(result))
+    }
+
+    /// The task token this reply completes.
+    #[getter]
+    fn task_token<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.token)
+    }
+
+    /// Whether the task has been answered (by this reply or by the shutdown drain).
+    #[getter]
+    fn answered(&self) -> bool {
+        self.slot.answered.load(Ordering::Acquire)
     }
 }
 
@@ -266,7 +495,13 @@ fn start(
             .collect()
     };
     let info = info_of(&start, &shared.options.task_queue);
+    let slot = shared.activities.register(task_token.clone());
     threads.submit(move |py| {
+        let reply = ActivityReply {
+            shared: shared.clone(),
+            token: task_token.clone(),
+            slot: slot.clone(),
+        };
         let started = (|| -> PyResult<()> {
             let info = info.into_pyobject(py)?;
             let details: Bound<'_, PyAny> = if raw {
@@ -302,11 +537,14 @@ fn start(
                     &start.activity_type,
                     args,
                     info,
+                    Bound::new(py, reply)?,
                 ),
             )?;
             Ok(())
         })();
-        if let Err(err) = started {
+        if let Err(err) = started
+            && shared.activities.claim(&task_token, &slot)
+        {
             let error = format!("activity bridge could not start the activity: {err}");
             complete(
                 &shared,
@@ -318,14 +556,63 @@ fn start(
 }
 
 /// Deliver a cancellation (from the server, a timeout, or worker shutdown) to the bridge.
-fn cancel(threads: &PythonThreads, bridge: Arc<Py<PyAny>>, task_token: Vec<u8>, reason: i32) {
-    let reason = cancel_reason(reason);
+fn cancel(
+    threads: &PythonThreads,
+    bridge: Arc<Py<PyAny>>,
+    task_token: Vec<u8>,
+    flags: CancelFlags,
+) {
     threads.submit(move |py| {
-        if let Err(err) = bridge.call_method1(py, "cancel", (PyBytes::new(py, &task_token), reason))
+        if let Err(err) = bridge.call_method1(py, "cancel", (PyBytes::new(py, &task_token), flags))
         {
             err.print(py);
         }
     });
+}
+
+/// Once shutdown begins: tell the bridge (`activity.is_worker_shutdown()`, new starts fail),
+/// then run the [`drain`] with the worker's grace period.
+async fn shutdown_drain(shared: Arc<Shared>, threads: PythonThreads, bridge: Arc<Py<PyAny>>) {
+    shared.activities.shutdown_begun().await;
+    let announce = bridge.clone();
+    threads.submit(move |py| {
+        if let Err(err) = announce.call_method0(py, "begin_shutdown") {
+            err.print(py);
+        }
+    });
+    let grace = Duration::from_millis(shared.options.graceful_shutdown_millis);
+    let drained = drain(
+        &shared.activities,
+        grace,
+        CANCEL_BOUND,
+        |token| {
+            cancel(
+                &threads,
+                bridge.clone(),
+                token,
+                CancelFlags::worker_shutdown(),
+            )
+        },
+        |token| {
+            complete(
+                &shared,
+                token,
+                rust_failure(
+                    "Worker shut down before the activity finished".into(),
+                    "WorkerShutdown",
+                    false,
+                ),
+            )
+        },
+    )
+    .await;
+    if let Drained::Failed(n) = drained {
+        eprintln!(
+            "nomad-actions: {n} activities on {} did not finish after cancellation at worker \
+             shutdown; completed them as failed",
+            shared.options.task_queue
+        );
+    }
 }
 
 /// Poll activity tasks until core is shut down (after all outstanding tasks completed).
@@ -337,6 +624,13 @@ pub(super) async fn poll_loop(
     // Starting an activity only hands it to the bridge (async ones run on its event loop,
     // sync ones in its thread pool), so one thread serves nearly always.
     let threads = PythonThreads::new("nomad-activities", 4);
+    // Beside the polls (which go on delivering cancels), not raced against them: dropping
+    // a poll future could lose a task.
+    let drainer = runtime().spawn(shutdown_drain(
+        shared.clone(),
+        threads.clone(),
+        bridge.clone(),
+    ));
     let outcome = loop {
         let mut task = match core.poll_activity_task().await {
             Ok(task) => task,
@@ -370,11 +664,298 @@ pub(super) async fn poll_loop(
                 start(&threads, shared.clone(), bridge.clone(), task_token, s);
             }
             Some(activity_task::Variant::Cancel(c)) => {
-                cancel(&threads, bridge.clone(), task_token, c.reason);
+                let flags = CancelFlags::of(c.reason, c.details.as_ref());
+                cancel(&threads, bridge.clone(), task_token, flags);
             }
             None => {}
         }
     };
+    drainer.abort();
     threads.close();
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn cancel_flags_follow_the_primary_reason_without_details() {
+        let of = |reason: ActivityCancelReason| CancelFlags::of(reason as i32, None);
+        let only = |set: fn(&mut CancelFlags)| {
+            let mut flags = CancelFlags::default();
+            set(&mut flags);
+            flags
+        };
+        assert_eq!(
+            of(ActivityCancelReason::NotFound),
+            only(|f| f.not_found = true)
+        );
+        assert_eq!(
+            of(ActivityCancelReason::Cancelled),
+            only(|f| f.cancel_requested = true)
+        );
+        assert_eq!(
+            of(ActivityCancelReason::TimedOut),
+            only(|f| f.timed_out = true)
+        );
+        assert_eq!(
+            of(ActivityCancelReason::WorkerShutdown),
+            CancelFlags::worker_shutdown()
+        );
+        assert_eq!(of(ActivityCancelReason::Paused), only(|f| f.paused = true));
+        assert_eq!(of(ActivityCancelReason::Reset), only(|f| f.reset = true));
+        // A reason this build does not know is a cancel request.
+        assert_eq!(
+            CancelFlags::of(99, None),
+            only(|f| f.cancel_requested = true)
+        );
+    }
+
+    #[test]
+    fn cancel_flags_take_every_reason_from_the_details() {
+        let details = ActivityCancellationDetails {
+            is_paused: true,
+            is_timed_out: true,
+            ..Default::default()
+        };
+        let flags = CancelFlags::of(ActivityCancelReason::Paused as i32, Some(&details));
+        assert_eq!(
+            flags,
+            CancelFlags {
+                paused: true,
+                timed_out: true,
+                ..Default::default()
+            }
+        );
+        // Empty details (an older server) fall back to the primary reason.
+        let empty = ActivityCancellationDetails::default();
+        assert_eq!(
+            CancelFlags::of(ActivityCancelReason::Reset as i32, Some(&empty)),
+            CancelFlags {
+                reset: true,
+                ..Default::default()
+            }
+        );
+    }
+
+    #[test]
+    fn cancel_flags_cross_as_a_dict_of_temporalio_field_names() {
+        Python::initialize();
+        Python::attach(|py| {
+            let dict = CancelFlags::worker_shutdown().into_pyobject(py).unwrap();
+            let dict = dict.cast::<PyDict>().unwrap();
+            let mut keys: Vec<String> = dict.keys().extract().unwrap();
+            keys.sort();
+            // The fields of temporalio's `activity.ActivityCancellationDetails`.
+            assert_eq!(
+                keys,
+                [
+                    "cancel_requested",
+                    "not_found",
+                    "paused",
+                    "reset",
+                    "timed_out",
+                    "worker_shutdown"
+                ]
+            );
+            let shutdown: bool = dict
+                .get_item("worker_shutdown")
+                .unwrap()
+                .unwrap()
+                .extract()
+                .unwrap();
+            assert!(shutdown);
+        });
+    }
+
+    #[test]
+    fn a_task_is_claimed_exactly_once() {
+        let outstanding = Outstanding::default();
+        let slot = outstanding.register(b"t1".to_vec());
+        let other = outstanding.register(b"t2".to_vec());
+        assert_eq!(outstanding.tokens().len(), 2);
+        assert!(outstanding.claim(b"t1", &slot));
+        assert!(
+            !outstanding.claim(b"t1", &slot),
+            "a second answer is refused"
+        );
+        assert!(
+            !outstanding.claim_token(b"t1"),
+            "and the drain finds nothing to fail"
+        );
+        assert_eq!(outstanding.tokens(), vec![b"t2".to_vec()]);
+        // The drain claims t2 first: the reply's late answer is refused.
+        assert!(outstanding.claim_token(b"t2"));
+        assert!(!outstanding.claim(b"t2", &other));
+        assert!(outstanding.tokens().is_empty());
+        assert!(!outstanding.claim_token(b"unknown"));
+    }
+
+    #[test]
+    fn racing_claims_have_one_winner() {
+        let outstanding = Arc::new(Outstanding::default());
+        for round in 0..200u32 {
+            let token = round.to_be_bytes().to_vec();
+            let slot = outstanding.register(token.clone());
+            let (a, b) = std::thread::scope(|s| {
+                let reply = s.spawn(|| outstanding.claim(&token, &slot));
+                let drain = s.spawn(|| outstanding.claim_token(&token));
+                (reply.join().unwrap(), drain.join().unwrap())
+            });
+            assert!(a ^ b, "round {round}: reply {a}, drain {b}");
+        }
+        assert!(outstanding.tokens().is_empty());
+    }
+
+    const SHORT: Duration = Duration::from_millis(150);
+
+    #[tokio::test]
+    async fn drain_ends_when_tasks_finish_within_the_grace_period() {
+        let outstanding = Arc::new(Outstanding::default());
+        let slot = outstanding.register(b"quick".to_vec());
+        let answering = outstanding.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            answering.claim(b"quick", &slot);
+        });
+        let began = Instant::now();
+        let mut cancelled = Vec::new();
+        let drained = drain(
+            &outstanding,
+            Duration::from_secs(10),
+            SHORT,
+            |t| cancelled.push(t),
+            |_| panic!("nothing to fail"),
+        )
+        .await;
+        assert_eq!(drained, Drained::InGrace);
+        assert!(cancelled.is_empty());
+        assert!(
+            began.elapsed() < Duration::from_secs(5),
+            "did not wait the grace out"
+        );
+    }
+
+    #[tokio::test]
+    async fn drain_cancels_after_the_grace_period() {
+        let outstanding = Outstanding::default();
+        outstanding.register(b"long".to_vec());
+        let began = Instant::now();
+        let mut cancelled = Vec::new();
+        let drained = drain(
+            &outstanding,
+            SHORT,
+            Duration::from_secs(10),
+            |t| {
+                assert!(
+                    began.elapsed() >= SHORT,
+                    "cancelled before the grace period"
+                );
+                // The activity answers its cancel at once.
+                assert!(outstanding.claim_token(&t));
+                cancelled.push(t);
+            },
+            |_| panic!("it answered"),
+        )
+        .await;
+        assert_eq!(drained, Drained::AfterCancel);
+        assert_eq!(cancelled, vec![b"long".to_vec()]);
+    }
+
+    #[tokio::test]
+    async fn drain_fails_tasks_that_ignore_the_cancel_and_refuses_their_late_answer() {
+        let outstanding = Outstanding::default();
+        let stubborn = outstanding.register(b"stubborn".to_vec());
+        let obedient = outstanding.register(b"obedient".to_vec());
+        let began = Instant::now();
+        let mut cancelled = Vec::new();
+        let mut failed = Vec::new();
+        let drained = drain(
+            &outstanding,
+            SHORT,
+            SHORT,
+            |t| {
+                if t == b"obedient" {
+                    assert!(outstanding.claim(&t, &obedient));
+                }
+                cancelled.push(t)
+            },
+            |t| failed.push(t),
+        )
+        .await;
+        assert!(began.elapsed() >= SHORT * 2, "grace and bound both waited");
+        assert_eq!(drained, Drained::Failed(1));
+        cancelled.sort();
+        assert_eq!(cancelled, vec![b"obedient".to_vec(), b"stubborn".to_vec()]);
+        assert_eq!(failed, vec![b"stubborn".to_vec()]);
+        assert!(
+            !outstanding.claim(b"stubborn", &stubborn),
+            "late answer refused"
+        );
+    }
+
+    #[test]
+    fn outcomes_decode_from_the_bridge_dicts() {
+        use activity_execution_result::Status;
+        Python::initialize();
+        Python::attach(|py| {
+            let decode = |code: &std::ffi::CStr| {
+                let dict = py.eval(code, None, None).unwrap();
+                outcome_from_py(dict.cast::<PyDict>().unwrap()).map(|r| r.status.unwrap())
+            };
+            let Status::Completed(done) = decode(c"{'result': {'a': [1, 2.5, None]}}").unwrap()
+            else {
+                panic!("not completed")
+            };
+            let payload = done.result.unwrap();
+            assert_eq!(payload.metadata["encoding"], b"json/plain");
+            let value: Value = serde_json::from_slice(&payload.data).unwrap();
+            assert_eq!(value, serde_json::json!({"a": [1, 2.5, null]}));
+
+            let raw = Payload {
+                data: b"xyz".to_vec(),
+                ..Default::default()
+            };
+            let dict = PyDict::new(py);
+            dict.set_item("result_payload", PyBytes::new(py, &raw.encode_to_vec()))
+                .unwrap();
+            let Some(Status::Completed(done)) = outcome_from_py(&dict).unwrap().status else {
+                panic!("not completed")
+            };
+            assert_eq!(done.result.unwrap().data, b"xyz");
+
+            let failure = Failure {
+                message: "boom".into(),
+                ..Default::default()
+            };
+            for (key, cancelled) in [("failure", false), ("cancelled", true)] {
+                let dict = PyDict::new(py);
+                dict.set_item(key, PyBytes::new(py, &failure.encode_to_vec()))
+                    .unwrap();
+                match outcome_from_py(&dict).unwrap().status.unwrap() {
+                    Status::Failed(f) if !cancelled => {
+                        assert_eq!(f.failure.unwrap().message, "boom")
+                    }
+                    Status::Cancelled(c) if cancelled => {
+                        assert_eq!(c.failure.unwrap().message, "boom")
+                    }
+                    other => panic!("{key}: {other:?}"),
+                }
+            }
+            assert!(matches!(
+                decode(c"{'will_complete_async': True}").unwrap(),
+                Status::WillCompleteAsync(_)
+            ));
+            let err = decode(c"{'nonsense': 1}").unwrap_err().to_string();
+            assert!(err.contains("unknown activity outcome"), "{err}");
+            let err = decode(c"{'failure': b'\\xff\\xff'}")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("malformed failure failure"), "{err}");
+            let err = decode(c"{'result': object()}").unwrap_err().to_string();
+            assert!(!err.is_empty());
+        });
+    }
 }

@@ -4,7 +4,7 @@
 //! bridge (which runs the plugin's workflow code through temporalio's `WorkflowRunner`) and
 //! completes it with the bytes that come back. The activity loop decodes activity inputs in
 //! Rust and hands plain values to the Python activity bridge, which reports outcomes back
-//! through [`WorkerRef::complete_activity`]. Shutdown is a normal path: `initiate_shutdown`
+//! through the per-task `ActivityReply`. Shutdown is a normal path: `initiate_shutdown`
 //! makes both polls end with `PollError::ShutDown` once every task has been completed, then
 //! the core worker is finalized.
 
@@ -17,7 +17,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
 use temporalio_common::worker::WorkerTaskTypes;
 use temporalio_sdk_core::{
     FixedSizeSlotSupplier, PollerBehavior, ResourceBasedTuner, ResourceSlotOptions, TunerBuilder,
@@ -25,6 +24,7 @@ use temporalio_sdk_core::{
     WorkerVersioningStrategy,
 };
 
+pub use self::activities::ActivityReply;
 use self::health::{HealthServer, HealthState};
 
 use crate::client::{ConnectionConfig, connection};
@@ -162,7 +162,8 @@ impl WorkerOptions {
             .activity_task_poller_behavior(PollerBehavior::SimpleMaximum(
                 max_activities.clamp(1, MAX_POLLERS),
             ))
-            .graceful_shutdown_period(Duration::from_millis(self.graceful_shutdown_millis))
+            // No `graceful_shutdown_period`: the activity drain (activities.rs) is the one
+            // timer that decides when running activities are cancelled, then failed.
             .max_heartbeat_throttle_interval(Duration::from_millis(
                 self.max_heartbeat_throttle_millis,
             ))
@@ -187,6 +188,8 @@ pub(crate) struct Shared {
     pub(crate) codec: Option<FernetCodec>,
     /// What `GET /health` reports.
     health: Arc<HealthState>,
+    /// Running activity tasks and the shutdown drain's signal (see `activities`).
+    pub(crate) activities: activities::Outstanding,
     /// The health endpoint, from creation until this worker is dropped (so it reports 503
     /// before the loops run and after they have ended, for as long as the worker lives).
     health_server: Mutex<Option<HealthServer>>,
@@ -264,6 +267,7 @@ async fn create(
             codec: FernetCodec::for_config(&config),
             namespace: config.namespace,
             health,
+            activities: activities::Outstanding::default(),
             health_server: Mutex::new(health_server),
         }),
         pid: std::process::id(),
@@ -409,28 +413,7 @@ impl WorkerRef {
             let _guard = runtime().enter();
             core.initiate_shutdown();
         }
-    }
-
-    /// Report the outcome of an activity (called by the activity bridge, from any thread).
-    /// An outcome that cannot be encoded (a result with no JSON form) completes the task as
-    /// failed, naming the reason: raising instead would leave the task running until its
-    /// timeout, and hold one of core's activity slots meanwhile.
-    fn complete_activity(
-        &self,
-        py: Python<'_>,
-        task_token: Vec<u8>,
-        outcome: &Bound<'_, PyDict>,
-    ) -> PyResult<()> {
-        let result = activities::outcome_from_py(outcome).unwrap_or_else(|err| {
-            activities::rust_failure(
-                format!("Failed encoding the activity's outcome: {err}"),
-                "PayloadError",
-                false,
-            )
-        });
-        // Spawning wakes a runtime thread, which can preempt this one: not with the GIL.
-        py.detach(|| activities::complete(&self.shared, task_token, result));
-        Ok(())
+        self.shared.activities.begin_shutdown();
     }
 
     /// Record a heartbeat; core throttles what reaches the server.
