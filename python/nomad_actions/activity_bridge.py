@@ -10,9 +10,10 @@ already failed at shutdown). Rust owns the registry of running tasks and the shu
 timer: it calls :meth:`ActivityBridge.begin_shutdown`, later :meth:`ActivityBridge.cancel`
 with ``worker_shutdown``, and fails what still does not answer.
 
-How values are converted is one strategy per bridge (:class:`_Conversion`): the JSON fast
-path, where Rust decoded the payloads, or a custom ``DataConverter`` (codec included). The
-execution is one path; ``async def`` and ``def`` differ only in how the body is called.
+How values are converted is one strategy per bridge (``activity_conversion.Conversion``):
+the JSON fast path, where Rust decoded the payloads, or a custom ``DataConverter`` (codec
+included). The execution is one path; ``async def`` and ``def`` differ only in how the
+body is called.
 
 Outcome dicts:
 
@@ -33,30 +34,32 @@ import asyncio
 import concurrent.futures
 import contextlib
 import contextvars
-import dataclasses
 import functools
 import inspect
 import logging
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import datetime, timedelta, timezone
 from typing import Any
 
-import google.protobuf.message
-import pydantic
-import pydantic_core
 import temporalio.activity
-import temporalio.api.common.v1
-import temporalio.api.failure.v1
 import temporalio.client
 import temporalio.common
 import temporalio.converter
 import temporalio.exceptions
 import temporalio.worker
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from nomad_actions import _core
+from nomad_actions.activity_conversion import (
+    Conversion,
+    CustomConversion,
+    Entry,
+    FastConversion,
+    Hooks,
+    Reply,
+    Run,
+    cancellation_details,
+)
 
 __all__ = ["DEFAULT_MAX_THREADS", "ActivityBridge"]
 
@@ -68,39 +71,6 @@ DEFAULT_MAX_THREADS = min(32, (os.cpu_count() or 1) + 4)
 Sync activities beyond this many wait in the pool's queue (their start-to-close timer is
 already running), so keep sdk-core's ``max_outstanding_activities`` in line with it.
 """
-
-_CANCELLED_ERRORS = (asyncio.CancelledError, temporalio.exceptions.CancelledError)
-_FAST_CONVERTER = pydantic_data_converter
-
-# The flags Rust passes with a cancel are these fields, by name.
-_CANCEL_FLAGS = frozenset(
-    f.name for f in dataclasses.fields(temporalio.activity.ActivityCancellationDetails)
-)
-
-Reply = Callable[[dict], bool]
-"""``reply(outcome) -> bool``: reports a task's outcome; False when it was refused."""
-
-
-def cancellation_details(
-    flags: Mapping[str, bool],
-) -> temporalio.activity.ActivityCancellationDetails:
-    """temporalio's details for the cancel flags Rust sends (``CancelFlags`` in activities.rs).
-
-    No flag set counts as a cancel request, as an unknown reason does in Rust.
-
-    Raises:
-        ValueError: A flag that ``ActivityCancellationDetails`` does not have.
-    """
-    unknown = set(flags) - _CANCEL_FLAGS
-    if unknown:
-        raise ValueError(
-            f"unknown activity cancel flags {sorted(unknown)}; expected some of "
-            f"{sorted(_CANCEL_FLAGS)}"
-        )
-    set_flags = {name: True for name, value in flags.items() if value}
-    return temporalio.activity.ActivityCancellationDetails(
-        **(set_flags or {"cancel_requested": True})
-    )
 
 
 class _ThreadCanceller:
@@ -160,283 +130,6 @@ class _ThreadCanceller:
         _core.interrupt_thread(self._thread_id, temporalio.exceptions.CancelledError)
 
 
-class _Entry:
-    """A registered activity with its lazily built argument adapters."""
-
-    __slots__ = ("adapters", "defn", "is_async")
-
-    def __init__(self, defn: temporalio.activity._Definition) -> None:
-        self.defn = defn
-        self.is_async = defn.is_async
-        self.adapters: list[pydantic.TypeAdapter | None] | None = None
-
-    def arg_adapters(self) -> list[pydantic.TypeAdapter | None]:
-        adapters = self.adapters
-        if adapters is None:
-            adapters = [
-                None
-                if hint is None or hint is Any or hint is object
-                else pydantic.TypeAdapter(hint)
-                for hint in self.defn.arg_types or ()
-            ]
-            self.adapters = adapters
-        return adapters
-
-
-class _Run:
-    """State of one started activity task."""
-
-    __slots__ = (
-        "cancel_requested",
-        "cancelled_by_request",
-        "cancelled_event",
-        "converter",
-        "details",
-        "done",
-        "entry",
-        "hb_lock",
-        "hb_pending",
-        "hb_task",
-        "heartbeat_error",
-        "info",
-        "raiser",
-        "raw_args",
-        "raw_info",
-        "reply",
-        "task",
-        "token",
-    )
-
-    def __init__(
-        self,
-        token: bytes,
-        entry: _Entry | None,
-        raw_args: list,
-        raw_info: dict,
-        reply: Reply | None,
-    ) -> None:
-        self.token = token
-        self.entry = entry
-        self.raw_args = raw_args
-        self.raw_info = raw_info
-        self.reply = reply
-        self.info: temporalio.activity.Info | None = None
-        # The custom converter with this task's serialization context (custom path only).
-        self.converter: temporalio.converter.DataConverter | None = None
-        self.task: asyncio.Task | None = None
-        self.raiser: _ThreadCanceller | None = None
-        self.cancelled_event: temporalio.common._CompositeEvent | None = None
-        self.details = temporalio.activity._ActivityCancellationDetailsHolder()
-        self.cancel_requested = False
-        self.cancelled_by_request = False
-        self.heartbeat_error: BaseException | None = None
-        self.done = False
-        self.hb_pending: Sequence[Any] | None = None
-        self.hb_task: asyncio.Task | None = None
-        self.hb_lock: asyncio.Lock | None = None
-
-
-# ---------------------------------------------------------------------- conversion strategy
-
-
-class _Conversion:
-    """How one bridge turns task inputs into arguments and outcomes into outcome dicts.
-
-    ``inline`` conversions are plain calls that may run on any thread (a ``def`` activity
-    then runs start to end on its pool thread); the others need the bridge's event loop.
-    """
-
-    inline: bool
-
-    def __init__(self, bridge: ActivityBridge) -> None:
-        self._bridge = bridge
-
-    def prepare(self, run: _Run) -> None:
-        """Per-task set-up, before the task runs anywhere."""
-
-    def payload_converter(self, run: _Run) -> Any:
-        """The payload converter ``activity.payload_converter()`` returns."""
-        raise NotImplementedError
-
-    def decode_now(self, run: _Run) -> list:
-        """Set ``run.info`` and return the arguments (``inline`` conversions only)."""
-        raise NotImplementedError
-
-    async def decode(self, run: _Run) -> list:
-        """Set ``run.info`` and return the arguments."""
-        return self.decode_now(run)
-
-    def encode_now(self, run: _Run, ok: bool, value: Any) -> dict:
-        """The outcome dict for a result (``ok``) or an exception (``inline`` only)."""
-        raise NotImplementedError
-
-    async def encode(self, run: _Run, ok: bool, value: Any) -> dict:
-        """The outcome dict for a result (``ok``) or an exception."""
-        return self.encode_now(run, ok, value)
-
-    def heartbeat(self, run: _Run, details: tuple) -> None:
-        """Send one ``activity.heartbeat(*details)``; must not block."""
-        raise NotImplementedError
-
-    def failure_bytes(self, err: BaseException) -> bytes:
-        """A failure built outside the activity, without a codec."""
-        return _failure_bytes(self._bridge._data_converter or _FAST_CONVERTER, err)
-
-
-class _FastConversion(_Conversion):
-    """The JSON fast path: Rust decoded the payloads; pydantic adapts values to the hints."""
-
-    inline = True
-
-    def __init__(self, bridge: ActivityBridge) -> None:
-        super().__init__(bridge)
-        self._payload_converter = _FAST_CONVERTER.payload_converter
-
-    def payload_converter(self, run: _Run) -> Any:
-        return self._payload_converter
-
-    def decode_now(self, run: _Run) -> list:
-        run.info = self._bridge._build_info(run, run.raw_info.get("heartbeat_details") or ())
-        entry: _Entry = run.entry  # type: ignore[assignment]
-        values = run.raw_args
-        defn = entry.defn
-        if defn.name is None:
-            return [_raw_values(values)]
-        # As temporalio: hints apply only when the counts match; unannotated params stay raw.
-        if not defn.arg_types or len(defn.arg_types) != len(values):
-            return values
-        try:
-            return [
-                value if adapter is None else _validate(adapter, value)
-                for adapter, value in zip(entry.arg_adapters(), values, strict=True)
-            ]
-        except Exception as err:
-            raise temporalio.exceptions.ApplicationError("Failed decoding arguments") from err
-
-    def encode_now(self, run: _Run, ok: bool, value: Any) -> dict:
-        try:
-            if ok:
-                if isinstance(
-                    value, (bytes, google.protobuf.message.Message, temporalio.common.RawValue)
-                ):
-                    [payload] = self._payload_converter.to_payloads([value])
-                    return {"result_payload": payload.SerializeToString()}
-                return {"result": pydantic_core.to_jsonable_python(value)}
-            kind, err = self._bridge._classify(run, value)
-            if kind == "will_complete_async":
-                return {kind: True}
-            return {kind: _failure_bytes(_FAST_CONVERTER, err)}
-        except Exception as err:
-            if ok:  # the result could not be serialized: a failure, as in temporalio
-                return self.encode_now(run, False, err)
-            return {"failure": _fallback_failure(err)}
-
-    def heartbeat(self, run: _Run, details: tuple) -> None:
-        try:
-            values = [pydantic_core.to_jsonable_python(d) for d in details]
-            self._bridge._heartbeat_cb(run.token, values)
-        except Exception as err:
-            self._bridge._heartbeat_failed(run, err)
-
-
-class _CustomConversion(_Conversion):
-    """A custom ``DataConverter``: inputs and heartbeat details arrive as serialized
-    ``Payload`` bytes; decoding and encoding (codec included) run on the event loop."""
-
-    inline = False
-
-    def __init__(
-        self, bridge: ActivityBridge, converter: temporalio.converter.DataConverter
-    ) -> None:
-        super().__init__(bridge)
-        self._converter = converter
-
-    def prepare(self, run: _Run) -> None:
-        raw = run.raw_info
-        context = temporalio.converter.ActivitySerializationContext(
-            namespace=raw.get("workflow_namespace") or self._bridge._namespace,
-            activity_id=raw.get("activity_id"),
-            activity_type=raw.get("activity_type"),
-            activity_task_queue=self._bridge._task_queue,
-            workflow_id=raw.get("workflow_id") or None,
-            workflow_type=raw.get("workflow_type") or None,
-            is_local=bool(raw.get("is_local", False)),
-        )
-        run.converter = self._converter.with_context(context)
-
-    def _of(self, run: _Run) -> temporalio.converter.DataConverter:
-        return run.converter or self._converter
-
-    def payload_converter(self, run: _Run) -> Any:
-        return self._of(run).payload_converter
-
-    async def decode(self, run: _Run) -> list:
-        converter = self._of(run)
-        defn = run.entry.defn  # type: ignore[union-attr]
-        raw_details = run.raw_info.get("heartbeat_details") or ()
-        try:
-            details = await converter.decode([_payload(d) for d in raw_details])
-        except Exception as err:
-            raise temporalio.exceptions.ApplicationError(
-                "Failed decoding heartbeat details", non_retryable=True
-            ) from err
-        run.info = self._bridge._build_info(run, details)
-        payloads = [_payload(a) for a in run.raw_args]
-        if defn.name is None:
-            return [[temporalio.common.RawValue(p) for p in payloads]]
-        hints = defn.arg_types
-        if hints is not None and len(hints) != len(payloads):
-            hints = None
-        try:
-            return await converter.decode(payloads, type_hints=hints) if payloads else []
-        except Exception as err:
-            raise temporalio.exceptions.ApplicationError("Failed decoding arguments") from err
-
-    async def encode(self, run: _Run, ok: bool, value: Any) -> dict:
-        converter = self._of(run)
-        if run.hb_task is not None:  # the last heartbeat goes out before the outcome
-            with contextlib.suppress(BaseException):
-                await run.hb_task
-        try:
-            if ok:
-                try:
-                    [payload] = await converter.encode([value])
-                    return {"result_payload": payload.SerializeToString()}
-                except Exception as err:
-                    value = err
-            kind, err = self._bridge._classify(run, value)
-            if kind == "will_complete_async":
-                return {kind: True}
-            failure = temporalio.api.failure.v1.Failure()
-            await converter.encode_failure(err, failure)
-            return {kind: failure.SerializeToString()}
-        except Exception as err:
-            return {"failure": _fallback_failure(err)}
-
-    def heartbeat(self, run: _Run, details: tuple) -> None:
-        with contextlib.suppress(RuntimeError):
-            self._bridge._loop.call_soon_threadsafe(self._queue_heartbeat, run, details)
-
-    def _queue_heartbeat(self, run: _Run, details: tuple) -> None:
-        # The newest heartbeat replaces one not yet sent; one send at a time keeps order.
-        run.hb_pending = details
-        run.hb_task = self._bridge._loop.create_task(self._send_heartbeat(run))
-
-    async def _send_heartbeat(self, run: _Run) -> None:
-        if run.hb_lock is None:
-            run.hb_lock = asyncio.Lock()
-        async with run.hb_lock:
-            details, run.hb_pending = run.hb_pending, None
-            if details is None:
-                return
-            try:
-                payloads = await self._of(run).encode(list(details)) if details else []
-                self._bridge._heartbeat_cb(run.token, [p.SerializeToString() for p in payloads])
-            except Exception as err:
-                if not run.done:
-                    self._bridge._heartbeat_failed(run, err)
-
-
 # ---------------------------------------------------------------------- the bridge
 
 
@@ -490,22 +183,11 @@ class ActivityBridge:
     ) -> None:
         if max_threads < 1:
             raise ValueError("max_threads must be at least 1")
-        self._namespace = namespace
-        self._task_queue = task_queue
         self._complete = complete
-        self._heartbeat_cb = heartbeat
-        self._data_converter = data_converter
         self._client = client
         self._interceptors = list(interceptors)
-        # Chosen once: every activity of this bridge converts the same way.
-        self._conversion: _Conversion = (
-            _FastConversion(self)
-            if data_converter is None
-            else _CustomConversion(self, data_converter)
-        )
-
-        self._entries: dict[str, _Entry] = {}
-        self._dynamic: _Entry | None = None
+        self._entries: dict[str, Entry] = {}
+        self._dynamic: Entry | None = None
         for fn in activities:
             defn = temporalio.activity._Definition.must_from_callable(fn)
             if inspect.isclass(fn):
@@ -513,14 +195,14 @@ class ActivityBridge:
             if defn.name is None:
                 if self._dynamic is not None:
                     raise TypeError("More than one dynamic activity")
-                self._dynamic = _Entry(defn)
+                self._dynamic = Entry(defn)
             elif defn.name in self._entries:
                 raise ValueError(f"More than one activity named {defn.name}")
             else:
-                self._entries[defn.name] = _Entry(defn)
+                self._entries[defn.name] = Entry(defn)
 
         self._lock = threading.Lock()
-        self._running: dict[bytes, _Run] = {}
+        self._running: dict[bytes, Run] = {}
         self._closing = False
         self._closed = False
 
@@ -536,7 +218,22 @@ class ActivityBridge:
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=max_threads, thread_name_prefix="nomad-activity"
         )
+        # Made only once the arguments are checked: a refused bridge leaves no loop open.
         self._loop = asyncio.new_event_loop()
+        hooks = Hooks(
+            namespace=namespace,
+            task_queue=task_queue,
+            loop=self._loop,
+            send_heartbeat=heartbeat,
+            heartbeat_failed=self._heartbeat_failed,
+        )
+        # Chosen once: every activity of this bridge converts the same way.
+        self._conversion: Conversion = (
+            FastConversion(hooks)
+            if data_converter is None
+            else CustomConversion(hooks, data_converter)
+        )
+
         self._loop_thread = threading.Thread(
             target=self._run_loop, name="nomad-activity-loop", daemon=True
         )
@@ -588,7 +285,7 @@ class ActivityBridge:
                 "ActivityBridge.start needs a reply, or a complete callback on the bridge"
             )
         entry = self._entries.get(activity_type, self._dynamic)
-        run = _Run(task_token, entry, args, info, reply)
+        run = Run(task_token, entry, args, info, reply)
         if entry is not None:
             # Events exist before the run is visible to cancel(), so no cancel is lost.
             run.cancelled_event = temporalio.common._CompositeEvent(
@@ -715,7 +412,7 @@ class ActivityBridge:
         finally:
             loop.close()
 
-    def _run_inline(self, run: _Run) -> None:
+    def _run_inline(self, run: Run) -> None:
         """A ``def`` activity with an inline conversion, start to end on its pool thread."""
         conversion = self._conversion
         try:
@@ -727,14 +424,14 @@ class ActivityBridge:
         run.done = True
         self._finish(run, conversion.encode_now(run, ok, value))
 
-    def _spawn(self, run: _Run) -> None:
+    def _spawn(self, run: Run) -> None:
         """On the loop: the task runs :meth:`_body`; its end reports the outcome."""
         run.task = self._loop.create_task(self._body(run))
         run.task.add_done_callback(functools.partial(self._body_done, run))
         if run.cancel_requested and run.entry.is_async:  # type: ignore[union-attr]
             run.task.cancel("Activity cancelled")
 
-    async def _body(self, run: _Run) -> tuple[bool, Any]:
+    async def _body(self, run: Run) -> tuple[bool, Any]:
         # Runs in the task's own copy of the loop's context, so the activity context (and
         # what interceptors bind in contextvars) stays with this activity.
         try:
@@ -746,9 +443,7 @@ class ActivityBridge:
         except BaseException as err:
             return False, err
 
-    async def _call(
-        self, run: _Run, fn: Callable, args: Sequence[Any], executor: Any = None
-    ) -> Any:
+    async def _call(self, run: Run, fn: Callable, args: Sequence[Any], executor: Any = None) -> Any:
         """The one difference between ``async def`` and ``def``: how the body is called."""
         if run.entry.is_async:  # type: ignore[union-attr]
             return await fn(*args)
@@ -762,8 +457,8 @@ class ActivityBridge:
             raise value
         return value
 
-    async def _intercepted(self, run: _Run, args: list) -> Any:
-        entry: _Entry = run.entry  # type: ignore[assignment]
+    async def _intercepted(self, run: Run, args: list) -> Any:
+        entry: Entry = run.entry  # type: ignore[assignment]
         impl: temporalio.worker.ActivityInboundInterceptor = _InboundImpl(self, run)
         for interceptor in reversed(self._interceptors):
             impl = interceptor.intercept_activity(impl)
@@ -777,7 +472,7 @@ class ActivityBridge:
             )
         )
 
-    def _body_done(self, run: _Run, task: asyncio.Task) -> None:
+    def _body_done(self, run: Run, task: asyncio.Task) -> None:
         run.done = True
         if task.cancelled():  # cancelled before the body ran
             ok, value = False, asyncio.CancelledError()
@@ -788,10 +483,10 @@ class ActivityBridge:
         elif not self._closed:  # after a forced shutdown there is nothing left to report
             self._loop.create_task(self._report(run, ok, value))
 
-    async def _report(self, run: _Run, ok: bool, value: Any) -> None:
+    async def _report(self, run: Run, ok: bool, value: Any) -> None:
         self._finish(run, await self._conversion.encode(run, ok, value))
 
-    def _call_sync(self, run: _Run, args: Sequence[Any], fn: Any = None) -> tuple[bool, Any]:
+    def _call_sync(self, run: Run, args: Sequence[Any], fn: Any = None) -> tuple[bool, Any]:
         fn = fn or run.entry.defn.fn  # type: ignore[union-attr]
         raiser = run.raiser
         try:
@@ -808,42 +503,9 @@ class ActivityBridge:
             return False, err
         return True, value
 
-    def _classify(self, run: _Run, err: BaseException) -> tuple[str, BaseException]:
-        """Map an activity's exception to an outcome kind, as temporalio's worker does."""
-        if isinstance(err, temporalio.activity._CompleteAsyncError):
-            return "will_complete_async", err
-        if isinstance(err, _CANCELLED_ERRORS) and run.cancel_requested:
-            details = run.details.details
-            if run.heartbeat_error is not None:
-                return "failure", run.heartbeat_error
-            if details is not None and details.paused:
-                return "failure", temporalio.exceptions.ApplicationError(
-                    "Unhandled activity cancel error produced by activity pause",
-                    type="ActivityPause",
-                )
-            if details is not None and details.reset:
-                return "failure", temporalio.exceptions.ApplicationError(
-                    "Unhandled activity cancel error produced by activity reset",
-                    type="ActivityReset",
-                )
-            if run.cancelled_by_request:
-                return "cancelled", temporalio.exceptions.CancelledError("Cancelled")
-        if (
-            isinstance(err, temporalio.exceptions.ApplicationError)
-            and err.category == temporalio.exceptions.ApplicationErrorCategory.BENIGN
-        ):
-            logger.debug("Completing activity as failed", exc_info=err)
-        else:
-            logger.warning(
-                "Completing activity as failed",
-                exc_info=err,
-                extra={"temporal_activity": run.info._logger_details() if run.info else {}},
-            )
-        return "failure", err
-
     # ------------------------------------------------------------------ bookkeeping
 
-    def _finish(self, run: _Run, outcome: dict) -> None:
+    def _finish(self, run: Run, outcome: dict) -> None:
         """Report ``outcome`` unless this run was already reported (exactly once)."""
         with self._lock:
             if self._running.get(run.token) is not run:
@@ -862,7 +524,7 @@ class ActivityBridge:
         except Exception:
             logger.exception("reporting the outcome of activity task %r failed", run.token)
 
-    def _fail_now(self, run: _Run, err: BaseException, *, codec: bool = True) -> None:
+    def _fail_now(self, run: Run, err: BaseException, *, codec: bool = True) -> None:
         """Report a failure built outside the activity (unknown type, shutdown)."""
         if codec and not self._conversion.inline:
             try:
@@ -876,7 +538,7 @@ class ActivityBridge:
 
     def _request_cancel(
         self,
-        run: _Run,
+        run: Run,
         details: temporalio.activity.ActivityCancellationDetails | None,
         heartbeat_error: BaseException | None = None,
     ) -> None:
@@ -898,55 +560,14 @@ class ActivityBridge:
             # Last: when the caller is the activity's own thread, the error fires right here.
             run.raiser.raise_in_thread()
 
-    def _cancel_on_loop(self, run: _Run) -> None:
+    def _cancel_on_loop(self, run: Run) -> None:
         run.cancelled_event.async_event.set()  # type: ignore[union-attr]
         if run.task is not None and not run.done:
             run.task.cancel("Activity cancelled")
 
     # ------------------------------------------------------------------ activity context
 
-    def _build_info(self, run: _Run, heartbeat_details: Sequence[Any]) -> temporalio.activity.Info:
-        raw = run.raw_info
-        started = _to_datetime(raw.get("started_time")) or datetime.now(timezone.utc)
-        scheduled = _to_datetime(raw.get("scheduled_time")) or started
-        workflow_id = raw.get("workflow_id") or None
-        workflow_namespace = raw.get("workflow_namespace") or None
-        priority = raw.get("priority")
-        return temporalio.activity.Info(
-            activity_id=raw.get("activity_id") or "",
-            activity_type=raw.get("activity_type") or run.entry.defn.name or "",  # type: ignore[union-attr]
-            attempt=int(raw.get("attempt") or 1),
-            current_attempt_scheduled_time=(
-                _to_datetime(raw.get("current_attempt_scheduled_time")) or scheduled
-            ),
-            heartbeat_details=list(heartbeat_details),
-            heartbeat_timeout=_to_timedelta(raw.get("heartbeat_timeout")),
-            is_local=bool(raw.get("is_local", False)),
-            namespace=workflow_namespace or self._namespace,
-            schedule_to_close_timeout=_to_timedelta(raw.get("schedule_to_close_timeout")),
-            scheduled_time=scheduled,
-            start_to_close_timeout=_to_timedelta(raw.get("start_to_close_timeout")),
-            started_time=started,
-            task_queue=self._task_queue,
-            task_token=run.token,
-            workflow_id=workflow_id,
-            workflow_namespace=workflow_namespace,
-            workflow_run_id=raw.get("workflow_run_id") or None,
-            workflow_type=raw.get("workflow_type") or None,
-            priority=(
-                temporalio.common.Priority(
-                    priority_key=priority.get("priority_key") or None,
-                    fairness_key=priority.get("fairness_key") or None,
-                    fairness_weight=priority.get("fairness_weight") or None,
-                )
-                if isinstance(priority, dict)
-                else temporalio.common.Priority.default
-            ),
-            retry_policy=_to_retry_policy(raw.get("retry_policy")),
-            activity_run_id=None if workflow_id else (raw.get("activity_run_id") or None),
-        )
-
-    def _set_context(self, run: _Run, payload_converter: Any) -> None:
+    def _set_context(self, run: Run, payload_converter: Any) -> None:
         info = run.info
         is_async = run.cancelled_event.async_event is not None  # type: ignore[union-attr]
         temporalio.activity._Context.set(
@@ -966,11 +587,11 @@ class ActivityBridge:
             )
         )
 
-    def _heartbeat(self, run: _Run, details: tuple) -> None:
+    def _heartbeat(self, run: Run, details: tuple) -> None:
         if not run.done:
             self._conversion.heartbeat(run, details)
 
-    def _heartbeat_failed(self, run: _Run, err: BaseException) -> None:
+    def _heartbeat_failed(self, run: Run, err: BaseException) -> None:
         logger.warning("Cancelling activity because recording a heartbeat failed", exc_info=err)
         self._request_cancel(run, None, heartbeat_error=err)
 
@@ -978,7 +599,7 @@ class ActivityBridge:
 class _InboundImpl(temporalio.worker.ActivityInboundInterceptor):
     """The end of the interceptor chain: runs the activity function."""
 
-    def __init__(self, bridge: ActivityBridge, run: _Run) -> None:
+    def __init__(self, bridge: ActivityBridge, run: Run) -> None:
         # As temporalio's own end of the chain: there is no next interceptor to keep.
         self._bridge = bridge
         self._run = run
@@ -995,7 +616,7 @@ class _InboundImpl(temporalio.worker.ActivityInboundInterceptor):
 class _OutboundImpl(temporalio.worker.ActivityOutboundInterceptor):
     """The end of the outbound chain: the run's info and heartbeat."""
 
-    def __init__(self, bridge: ActivityBridge, run: _Run) -> None:
+    def __init__(self, bridge: ActivityBridge, run: Run) -> None:
         self._bridge = bridge
         self._run = run
 
@@ -1005,70 +626,3 @@ class _OutboundImpl(temporalio.worker.ActivityOutboundInterceptor):
 
     def heartbeat(self, *details: Any) -> None:
         self._bridge._heartbeat(self._run, details)
-
-
-# ---------------------------------------------------------------------- helpers
-
-
-def _validate(adapter: pydantic.TypeAdapter, value: Any) -> Any:
-    try:
-        return adapter.validate_python(value)
-    except pydantic.ValidationError:
-        # temporalio validates the JSON text; JSON mode is laxer for strict models
-        # (e.g. ISO strings for datetime, values for enums), so retry that way.
-        return adapter.validate_json(pydantic_core.to_json(value))
-
-
-def _raw_values(values: list) -> list[temporalio.common.RawValue]:
-    payloads = _FAST_CONVERTER.payload_converter.to_payloads(values)
-    return [temporalio.common.RawValue(p) for p in payloads]
-
-
-def _payload(data: Any) -> temporalio.api.common.v1.Payload:
-    if isinstance(data, temporalio.api.common.v1.Payload):
-        return data
-    return temporalio.api.common.v1.Payload.FromString(bytes(data))
-
-
-def _failure_bytes(converter: temporalio.converter.DataConverter, err: BaseException) -> bytes:
-    failure = temporalio.api.failure.v1.Failure()
-    try:
-        converter.failure_converter.to_failure(err, converter.payload_converter, failure)
-    except Exception as inner:
-        return _fallback_failure(inner)
-    return failure.SerializeToString()
-
-
-def _fallback_failure(err: BaseException) -> bytes:
-    failure = temporalio.api.failure.v1.Failure(message=f"Failed building exception result: {err}")
-    failure.application_failure_info.SetInParent()
-    return failure.SerializeToString()
-
-
-def _to_datetime(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-    return datetime.fromtimestamp(float(value), tz=timezone.utc)
-
-
-def _to_timedelta(value: Any) -> timedelta | None:
-    if value is None:
-        return None
-    if isinstance(value, timedelta):
-        return value or None
-    return timedelta(seconds=float(value)) or None
-
-
-def _to_retry_policy(value: Any) -> temporalio.common.RetryPolicy | None:
-    if not isinstance(value, dict):
-        return None
-    errors = value.get("non_retryable_error_types")
-    return temporalio.common.RetryPolicy(
-        initial_interval=_to_timedelta(value.get("initial_interval")) or timedelta(seconds=1),
-        backoff_coefficient=float(value.get("backoff_coefficient") or 2.0),
-        maximum_interval=_to_timedelta(value.get("maximum_interval")),
-        maximum_attempts=int(value.get("maximum_attempts") or 0),
-        non_retryable_error_types=list(errors) if errors is not None else None,
-    )

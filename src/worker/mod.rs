@@ -289,10 +289,13 @@ async fn run(
     shared.health.set_polling(true);
     let stop_on_error = |core: Arc<CoreWorker>| {
         let health = shared.health.clone();
+        let activities = &shared.activities;
         move |err: EngineError| {
             health.set_polling(false);
             // One loop failing ends the other too: a half-working worker hides problems.
             core.initiate_shutdown();
+            // Running activities drain as on a requested shutdown (grace, cancel, fail).
+            activities.begin_shutdown();
             err
         }
     };
