@@ -146,9 +146,13 @@ def test_activity_still_running_after_the_grace_period_is_cancelled(server: DevS
     took, events = _shut_down_during(server, "patient")
     assert seen == [("patient", True, True)]
     assert GRACE <= took < GRACE + 5
-    # Cancelled for the worker's own shutdown (the server asked for nothing): the attempt
-    # reaches no history event (behaviour unchanged); its timeout retries it elsewhere.
-    assert _activity_outcomes(events) == []
+    # Reported as a retryable failure (as core does for its own shutdown cancels), so the
+    # server retries at once instead of after the activity's timeout.
+    [event] = _activity_outcomes(events)
+    assert event.HasField("activity_task_failed_event_attributes")
+    failure = event.activity_task_failed_event_attributes.failure
+    assert failure.application_failure_info.type == "WorkerShutdown"
+    assert not failure.application_failure_info.non_retryable
 
 
 def test_activity_ignoring_the_cancel_is_failed_after_the_bound(server: DevServer) -> None:
@@ -158,3 +162,4 @@ def test_activity_ignoring_the_cancel_is_failed_after_the_bound(server: DevServe
     assert event.HasField("activity_task_failed_event_attributes")
     failure = event.activity_task_failed_event_attributes.failure
     assert "Worker shut down before the activity finished" in failure.message
+    assert failure.application_failure_info.type == "WorkerShutdown"

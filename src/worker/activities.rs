@@ -283,6 +283,28 @@ impl CancelFlags {
 #[derive(Default)]
 pub(super) struct Slot {
     answered: AtomicBool,
+    /// The drain cancelled it for the worker's shutdown (core did not: it has no timer).
+    shutdown_cancel: AtomicBool,
+}
+
+impl Slot {
+    /// A cancel for the worker's shutdown is reported as a retryable failure, as core does
+    /// for the cancels it issues: the server then retries the activity at once, instead of
+    /// after its timeout (a cancellation the server did not ask for is not recorded).
+    fn shutdown_outcome(&self, result: ActivityExecutionResult) -> ActivityExecutionResult {
+        let cancelled = matches!(
+            result.status,
+            Some(activity_execution_result::Status::Cancelled(_))
+        );
+        if cancelled && self.shutdown_cancel.load(Ordering::Acquire) {
+            return rust_failure(
+                "Worker is shutting down and this activity did not complete in time".into(),
+                "WorkerShutdown",
+                false,
+            );
+        }
+        result
+    }
 }
 
 /// The running activity tasks (token -> slot), and the worker's shutdown signal.
@@ -338,6 +360,13 @@ impl Outstanding {
         slot.is_some_and(|slot| self.claim(token, &slot))
     }
 
+    /// Note that the drain cancels `token` for the worker's shutdown.
+    fn mark_shutdown_cancel(&self, token: &[u8]) {
+        if let Some(slot) = self.lock().get(token) {
+            slot.shutdown_cancel.store(true, Ordering::Release);
+        }
+    }
+
     /// Tokens of the tasks not yet answered.
     pub(super) fn tokens(&self) -> Vec<Vec<u8>> {
         self.lock().keys().cloned().collect()
@@ -388,6 +417,7 @@ pub(super) async fn drain(
         return Drained::InGrace;
     }
     for token in outstanding.tokens() {
+        outstanding.mark_shutdown_cancel(&token);
         cancel(token);
     }
     if outstanding.wait_idle(bound).await {
@@ -419,6 +449,7 @@ impl ActivityReply {
         if !self.shared.activities.claim(&self.token, &self.slot) {
             return false;
         }
+        let result = self.slot.shutdown_outcome(result);
         complete(&self.shared, self.token.clone(), result);
         true
     }
@@ -598,7 +629,7 @@ async fn shutdown_drain(shared: Arc<Shared>, threads: PythonThreads, bridge: Arc
                 &shared,
                 token,
                 rust_failure(
-                    "Worker shut down before the activity finished".into(),
+                    "Worker shut down before the activity finished (it ignored the cancel)".into(),
                     "WorkerShutdown",
                     false,
                 ),
@@ -791,6 +822,39 @@ mod tests {
         assert!(!outstanding.claim(b"t2", &other));
         assert!(outstanding.tokens().is_empty());
         assert!(!outstanding.claim_token(b"unknown"));
+    }
+
+    #[test]
+    fn a_cancel_at_shutdown_is_reported_as_a_retryable_failure() {
+        use activity_execution_result::Status;
+        let cancelled = || ActivityExecutionResult {
+            status: Some(Status::Cancelled(activity_result::Cancellation::default())),
+        };
+        let outstanding = Outstanding::default();
+        let slot = outstanding.register(b"t".to_vec());
+        // Cancelled by the server: stays a cancellation.
+        assert!(matches!(
+            slot.shutdown_outcome(cancelled()).status,
+            Some(Status::Cancelled(_))
+        ));
+        outstanding.mark_shutdown_cancel(b"t");
+        let Some(Status::Failed(failed)) = slot.shutdown_outcome(cancelled()).status else {
+            panic!("not failed")
+        };
+        let failure = failed.failure.unwrap();
+        let Some(failure::FailureInfo::ApplicationFailureInfo(info)) = failure.failure_info else {
+            panic!("no application failure info")
+        };
+        assert_eq!(info.r#type, "WorkerShutdown");
+        assert!(!info.non_retryable);
+        // A result is a result, shutdown or not.
+        let done = ActivityExecutionResult {
+            status: Some(Status::Completed(activity_result::Success::default())),
+        };
+        assert!(matches!(
+            slot.shutdown_outcome(done).status,
+            Some(Status::Completed(_))
+        ));
     }
 
     #[test]
