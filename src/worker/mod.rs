@@ -11,6 +11,7 @@
 mod activities;
 mod health;
 mod python_threads;
+mod registry;
 mod workflows;
 
 use std::sync::{Arc, Mutex};
@@ -189,7 +190,7 @@ pub(crate) struct Shared {
     /// What `GET /health` reports.
     health: Arc<HealthState>,
     /// Running activity tasks and the shutdown drain's signal (see `activities`).
-    pub(crate) activities: activities::Outstanding,
+    pub(crate) activities: registry::Outstanding,
     /// The health endpoint, from creation until this worker is dropped (so it reports 503
     /// before the loops run and after they have ended, for as long as the worker lives).
     health_server: Mutex<Option<HealthServer>>,
@@ -267,7 +268,7 @@ async fn create(
             codec: FernetCodec::for_config(&config),
             namespace: config.namespace,
             health,
-            activities: activities::Outstanding::default(),
+            activities: registry::Outstanding::default(),
             health_server: Mutex::new(health_server),
         }),
         pid: std::process::id(),
