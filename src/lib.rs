@@ -22,6 +22,7 @@ pub mod client;
 pub mod codec;
 pub mod connection;
 pub mod errors;
+pub mod interrupt;
 pub mod payload;
 pub mod runtime;
 pub mod telemetry;
@@ -37,11 +38,13 @@ pub mod _core {
     #[pymodule_export]
     use crate::codec::PayloadCodecRef;
     #[pymodule_export]
+    use crate::interrupt::interrupt_thread;
+    #[pymodule_export]
     use crate::runtime::runtime_generations;
     #[pymodule_export]
     use crate::telemetry::start_metrics_exporter;
     #[pymodule_export]
-    use crate::worker::{Reply, StartCancel, WorkerRef};
+    use crate::worker::{ActivityReply, Reply, StartCancel, WorkerRef};
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {

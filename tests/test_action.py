@@ -281,7 +281,7 @@ class TestNexusServiceHandlers:
             plain = Action("nexus-q", [add_one], DefaultNameWorkflow, nexus_service_handlers=[])
             worker = Worker("nexus-q", actions=[plain])
             assert worker.actions[0] is plain
-            worker._activity_bridge.shutdown(0)  # never run: stop its threads
+            worker._activity_bridge.close()  # never run: stop its threads
         finally:
             unregister_action(action_id)
 

@@ -26,6 +26,8 @@ from nomad_actions.activity_bridge import ActivityBridge
 
 TIMEOUT = 10.0
 Failure = temporalio.api.failure.v1.Failure
+# The cancel flags Rust sends for a cancel request (`CancelFlags` in activities.rs).
+CANCEL = {"cancel_requested": True}
 
 
 # --------------------------------------------------------------------------- models
@@ -160,7 +162,7 @@ def bridge_factory(recorder: Recorder) -> Iterator[Callable[..., ActivityBridge]
 
     yield make
     for bridge in bridges:
-        bridge.shutdown(0, cancel_timeout=5)
+        bridge.close()
 
 
 def run(
@@ -472,13 +474,13 @@ def test_cancel_heartbeating_async_activity(
     token = new_token()
     bridge.start(token, "beating", [], make_info("beating"))
     assert probe.started.wait(TIMEOUT)
-    bridge.cancel(token, "CANCELLED")
+    bridge.cancel(token, CANCEL)
     failure = failure_of(recorder.wait(token), "cancelled")
     assert failure.HasField("canceled_failure_info")
     assert probe.seen == ["CancelledError cancelled=True"]
     assert bridge.running_count() == 0
-    bridge.cancel(token, "CANCELLED")  # finished token: ignored
-    bridge.cancel(b"unknown", "CANCELLED")
+    bridge.cancel(token, CANCEL)  # finished token: ignored
+    bridge.cancel(b"unknown", CANCEL)
     time.sleep(0.05)
     assert recorder.count(token) == 1
 
@@ -504,7 +506,7 @@ def test_cancel_sync_activity_raises_in_thread(
     token = new_token()
     bridge.start(token, "spinning", [], make_info("spinning"))
     assert probe.started.wait(TIMEOUT)
-    bridge.cancel(token, "cancelled")
+    bridge.cancel(token, CANCEL)
     assert failure_of(recorder.wait(token), "cancelled").HasField("canceled_failure_info")
     assert probe.seen == ["CancelledError cancelled=True"]
 
@@ -531,7 +533,7 @@ def test_cancel_sync_activity_polling_is_cancelled(
         token = new_token()
         bridge.start(token, "polling", [mode], make_info("polling"))
         assert probe.started.wait(TIMEOUT)
-        bridge.cancel(token, "CANCELLED")
+        bridge.cancel(token, CANCEL)
         outcome = recorder.wait(token)
         assert set(outcome) == {expected_key}
     assert probe.seen == ["raise", "return"]
@@ -557,7 +559,7 @@ def test_shielded_sync_activity_is_cancelled_after_the_shield(
     token = new_token()
     bridge.start(token, "shielded", [], make_info("shielded"))
     assert probe.started.wait(TIMEOUT)
-    bridge.cancel(token, "CANCELLED")
+    bridge.cancel(token, CANCEL)
     failure_of(recorder.wait(token), "cancelled")
     assert probe.seen == ["shield finished"]
 
@@ -574,12 +576,17 @@ def test_cancel_reasons_follow_temporalio(
 
     bridge = bridge_factory([waiting])
     results = {}
+    flags = {
+        "PAUSED": {"paused": True},
+        "TIMED_OUT": {"timed_out": True},
+        "WorkerShutdown": {"worker_shutdown": True},
+    }
     for reason in ["PAUSED", "TIMED_OUT", "WorkerShutdown"]:
         probe.started.clear()
         token = new_token()
         bridge.start(token, "waiting", [], make_info("waiting"))
         assert probe.started.wait(TIMEOUT)
-        bridge.cancel(token, reason)
+        bridge.cancel(token, flags[reason])
         results[reason] = recorder.wait(token)
     assert failure_of(results["PAUSED"]).application_failure_info.type == "ActivityPause"
     # Not a cancel request: the asyncio.CancelledError is reported as a plain failure.
@@ -606,7 +613,7 @@ def test_cancel_races_complete_exactly_once(
         name = "quick_async" if i % 2 else "quick_sync"
         bridge.start(token, name, [i], make_info(name))
         if i % 3:
-            bridge.cancel(token, "CANCELLED")
+            bridge.cancel(token, CANCEL)
         tokens.append(token)
     for token in tokens:
         assert set(recorder.wait(token)) & {"result", "cancelled"}
@@ -682,6 +689,8 @@ def test_registration_errors() -> None:
 def test_shutdown_waits_for_short_activities(
     bridge_factory: Callable[..., ActivityBridge], recorder: Recorder
 ) -> None:
+    """`begin_shutdown` (Rust's first step) sets the worker-shutdown events and lets
+    running activities finish; tasks started after it fail at once."""
     probe = Probe()
 
     @activity.defn
@@ -703,7 +712,9 @@ def test_shutdown_waits_for_short_activities(
     bridge.start(tokens[1], "short_sync", [], make_info("short_sync"))
     assert probe.started.wait(TIMEOUT)
     began = time.monotonic()
-    bridge.shutdown(5.0)
+    bridge.begin_shutdown()
+    for token in tokens:
+        recorder.wait(token)
     assert time.monotonic() - began < 4.0
     assert [recorder.outcomes.get(t) for t in tokens] == [{"result": True}] * 2
     late = new_token()
@@ -711,9 +722,11 @@ def test_shutdown_waits_for_short_activities(
     assert failure_of(recorder.wait(late)).message == "Worker shutting down"
 
 
-def test_shutdown_cancels_long_activities_after_grace(
+def test_shutdown_cancel_reports_long_activities_cancelled(
     bridge_factory: Callable[..., ActivityBridge], recorder: Recorder
 ) -> None:
+    """After its grace period Rust cancels what still runs with `worker_shutdown` (the
+    timing is Rust's, tested by `drain_*` in activities.rs): reported as cancelled."""
     probe = Probe()
 
     @activity.defn
@@ -736,19 +749,27 @@ def test_shutdown_cancels_long_activities_after_grace(
     bridge.start(tokens[0], "long_async", [], make_info("long_async"))
     bridge.start(tokens[1], "long_sync", [], make_info("long_sync"))
     assert probe.started.wait(TIMEOUT)
-    began = time.monotonic()
-    bridge.shutdown(0.3)
-    assert time.monotonic() - began >= 0.3
+    bridge.begin_shutdown()
+    time.sleep(0.3)
     for token in tokens:
-        failure_of(recorder.outcomes[token], "cancelled")
+        bridge.cancel(token, {"worker_shutdown": True})
+    for token in tokens:
+        failure_of(recorder.wait(token), "cancelled")
     assert "async shutdown=True" in probe.seen and "sync shutdown=True" in probe.seen
     assert bridge.running_count() == 0
 
 
-def test_shutdown_fails_activities_that_ignore_cancellation(
+def test_a_refused_reply_is_dropped_once(
     bridge_factory: Callable[..., ActivityBridge], recorder: Recorder
 ) -> None:
+    """An activity that ignored its cancel, failed by Rust meanwhile: its late outcome is
+    offered once to the reply, which refuses it (`ActivityReply` returns False)."""
     release = threading.Event()
+    answers: list[dict] = []
+
+    def refusing_reply(outcome: dict) -> bool:
+        answers.append(outcome)
+        return False
 
     @activity.defn(no_thread_cancel_exception=True)
     def stubborn() -> str:
@@ -757,13 +778,15 @@ def test_shutdown_fails_activities_that_ignore_cancellation(
 
     bridge = bridge_factory([stubborn])
     token = new_token()
-    bridge.start(token, "stubborn", [], make_info("stubborn"))
-    time.sleep(0.05)
-    threading.Timer(0.6, release.set).start()
-    bridge.shutdown(0.1, cancel_timeout=0.2)
-    assert "Worker shut down before" in failure_of(recorder.wait(token)).message
-    time.sleep(0.1)
-    assert recorder.count(token) == 1
+    bridge.start(token, "stubborn", [], make_info("stubborn"), refusing_reply)
+    bridge.begin_shutdown()
+    bridge.cancel(token, {"worker_shutdown": True})
+    release.set()
+    deadline = time.monotonic() + TIMEOUT
+    while bridge.running_count() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert answers == [{"result": "too late"}]
+    assert recorder.count(token) == 0
 
 
 # --------------------------------------------------------------------------- 7. bounded pool

@@ -32,6 +32,7 @@ from nomad_actions.native_types import (
 from nomad_actions.worker import WorkerOptions
 
 __all__ = [
+    "ActivityReply",
     "ClientRef",
     "PayloadCodecRef",
     "Reply",
@@ -39,6 +40,7 @@ __all__ = [
     "WorkerRef",
     "__version__",
     "connection_count",
+    "interrupt_thread",
     "runtime_generations",
     "start_metrics_exporter",
     "unix_time",
@@ -325,6 +327,27 @@ class Reply:
         gave up on it meanwhile (it has answered); clears an interrupt not yet raised."""
 
 @final
+class ActivityReply:
+    """The way back for one activity task, handed to `ActivityBridge.start` (created by Rust
+    only). The first answer completes the task with core; Rust's registry knows the task is
+    outstanding until then, and its shutdown drain may answer first (a later answer is
+    refused)."""
+
+    def __call__(self, outcome: Mapping[str, Any], /) -> bool:
+        """Report the outcome: `{"completed": value}`, `{"failed": failure}`,
+        `{"cancelled": failure}` or `{"will_complete_async": True}`. An outcome that cannot
+        be encoded fails the task, naming why. Returns True if this call completed the task,
+        False if it had been answered already."""
+
+    @property
+    def task_token(self) -> bytes:
+        """The task's token."""
+
+    @property
+    def answered(self) -> bool:
+        """Whether the task has been answered (by this reply or the shutdown drain)."""
+
+@final
 class StartCancel:
     """Cancels `WorkerRef.create` while it waits for the server (`Worker.shutdown()`)."""
 
@@ -405,10 +428,6 @@ class WorkerRef:
         """Stop polling; running tasks finish (activities get the grace period, then a
         cancel) and `run` returns when all are done. Also turns /health to 503."""
 
-    def complete_activity(self, task_token: bytes, outcome: Mapping[str, Any]) -> None:
-        """Report an activity's outcome (`{"completed": value}`, `{"failed": failure}`,
-        `{"cancelled": failure}` or `{"will_complete_async": True}`)."""
-
     def record_heartbeat(self, task_token: bytes, details: Sequence[JsonValue]) -> None:
         """Record a heartbeat with JSON details (throttled by core)."""
 
@@ -428,6 +447,15 @@ class WorkerRef:
         """`host:port` of its /health endpoint, or None without one."""
 
 # ----------------------------------------------------------------------------- functions
+
+def interrupt_thread(thread_id: int, exc: type[BaseException] | None) -> bool:
+    """Raise `exc` in the Python thread `thread_id` (`threading.get_ident()`) at its next
+    bytecode, or clear one sent but not raised yet with None. Returns whether the thread was
+    found.
+
+    Raises:
+        TypeError: `exc` is not an exception class, or the id is out of range.
+    """
 
 def connection_count() -> int:
     """How many configurations currently hold an open connection (tests of the cache)."""

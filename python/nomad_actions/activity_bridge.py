@@ -1,12 +1,21 @@
 """Runs plugin activities for the Rust worker loop.
 
 The Rust side polls activity tasks from sdk-core, decodes ``json/plain`` payloads to plain
-Python values and hands each task to :class:`ActivityBridge`. The bridge converts the values
-to the activity's parameter types, runs the unchanged ``temporalio`` activity (``async def`` on
-one event loop thread, ``def`` on a bounded thread pool) with temporalio's activity context
-set, and reports exactly one outcome per started task through the ``complete`` callback.
+Python values and hands each task to :class:`ActivityBridge` with a reply object. The bridge
+converts the values to the activity's parameter types, runs the unchanged ``temporalio``
+activity (``async def`` on one event loop thread, ``def`` on a bounded thread pool) with
+temporalio's activity context set, and reports exactly one outcome per started task through
+that reply (``reply(outcome) -> bool``; Rust refuses a second answer, or one for a task it
+already failed at shutdown). Rust owns the registry of running tasks and the shutdown
+timer: it calls :meth:`ActivityBridge.begin_shutdown`, later :meth:`ActivityBridge.cancel`
+with ``worker_shutdown``, and fails what still does not answer.
 
-Outcome dicts passed to ``complete(task_token, outcome)``:
+How values are converted is one strategy per bridge (``activity_conversion.Conversion``):
+the JSON fast path, where Rust decoded the payloads, or a custom ``DataConverter`` (codec
+included). The execution is one path; ``async def`` and ``def`` differ only in how the
+body is called.
+
+Outcome dicts:
 
 - ``{"result": value}``: success on the JSON fast path; ``value`` is JSON-compatible and is
   exactly what temporalio's Pydantic converter would put in the ``json/plain`` payload.
@@ -25,28 +34,32 @@ import asyncio
 import concurrent.futures
 import contextlib
 import contextvars
-import ctypes
+import functools
 import inspect
 import logging
 import os
 import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-import google.protobuf.message
-import pydantic
-import pydantic_core
 import temporalio.activity
-import temporalio.api.common.v1
-import temporalio.api.failure.v1
 import temporalio.client
 import temporalio.common
 import temporalio.converter
 import temporalio.exceptions
 import temporalio.worker
-from temporalio.contrib.pydantic import pydantic_data_converter
+
+from nomad_actions import _core
+from nomad_actions.activity_conversion import (
+    Conversion,
+    CustomConversion,
+    Entry,
+    FastConversion,
+    Hooks,
+    Reply,
+    Run,
+    cancellation_details,
+)
 
 __all__ = ["DEFAULT_MAX_THREADS", "ActivityBridge"]
 
@@ -59,31 +72,16 @@ Sync activities beyond this many wait in the pool's queue (their start-to-close 
 already running), so keep sdk-core's ``max_outstanding_activities`` in line with it.
 """
 
-_CANCELLED_ERRORS = (asyncio.CancelledError, temporalio.exceptions.CancelledError)
-_FAST_CONVERTER = pydantic_data_converter
-
-# Normalized cancel reason (coresdk ActivityCancelReason, any spelling) -> details flags.
-_CANCEL_REASONS: dict[str, dict[str, bool]] = {
-    "notfound": {"not_found": True},
-    "cancelled": {"cancel_requested": True},
-    "canceled": {"cancel_requested": True},
-    "timedout": {"timed_out": True},
-    "workershutdown": {"worker_shutdown": True},
-    "paused": {"paused": True},
-    "reset": {"reset": True},
-}
-
-_set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
-
 
 class _ThreadCanceller:
     """Raises ``temporalio.exceptions.CancelledError`` inside a pool thread, as temporalio does.
 
-    temporalio's worker raises the error asynchronously (``PyThreadState_SetAsyncExc``) as soon
-    as the cancel arrives, unless the activity is inside ``shield_thread_cancel_exception()``,
-    in which case it is raised when the outermost shield exits. The error is delivered when
-    the thread next runs Python bytecode, so a blocking C call (``time.sleep``) finishes first.
-    At most one error is ever sent per activity.
+    temporalio's worker raises the error asynchronously (``PyThreadState_SetAsyncExc``, here
+    through ``_core.interrupt_thread``) as soon as the cancel arrives, unless the activity is
+    inside ``shield_thread_cancel_exception()``, in which case it is raised when the
+    outermost shield exits. The error is delivered when the thread next runs Python
+    bytecode, so a blocking C call (``time.sleep``) finishes first. At most one error is
+    ever sent per activity.
     """
 
     __slots__ = ("_fired", "_lock", "_pending", "_shield_depth", "_thread_id")
@@ -106,7 +104,7 @@ class _ThreadCanceller:
             if self._fired and thread_id is not None:
                 # Drop an error that was sent but not yet raised, so it cannot escape into
                 # the bridge's own code or into the next task on this pool thread.
-                _set_async_exc(ctypes.c_ulong(thread_id), None)
+                _core.interrupt_thread(thread_id, None)
 
     def raise_in_thread(self) -> None:
         with self._lock:
@@ -129,75 +127,10 @@ class _ThreadCanceller:
             return
         self._pending = False
         self._fired = True
-        _set_async_exc(
-            ctypes.c_ulong(self._thread_id), ctypes.py_object(temporalio.exceptions.CancelledError)
-        )
+        _core.interrupt_thread(self._thread_id, temporalio.exceptions.CancelledError)
 
 
-class _Entry:
-    """A registered activity with its lazily built argument adapters."""
-
-    __slots__ = ("adapters", "defn", "is_async")
-
-    def __init__(self, defn: temporalio.activity._Definition) -> None:
-        self.defn = defn
-        self.is_async = defn.is_async
-        self.adapters: list[pydantic.TypeAdapter | None] | None = None
-
-    def arg_adapters(self) -> list[pydantic.TypeAdapter | None]:
-        adapters = self.adapters
-        if adapters is None:
-            adapters = [
-                None
-                if hint is None or hint is Any or hint is object
-                else pydantic.TypeAdapter(hint)
-                for hint in self.defn.arg_types or ()
-            ]
-            self.adapters = adapters
-        return adapters
-
-
-class _Run:
-    """State of one started activity task."""
-
-    __slots__ = (
-        "cancel_requested",
-        "cancelled_by_request",
-        "cancelled_event",
-        "converter",
-        "details",
-        "done",
-        "entry",
-        "hb_lock",
-        "hb_pending",
-        "hb_task",
-        "heartbeat_error",
-        "info",
-        "raiser",
-        "raw_args",
-        "raw_info",
-        "task",
-        "token",
-    )
-
-    def __init__(self, token: bytes, entry: _Entry | None, raw_args: list, raw_info: dict) -> None:
-        self.token = token
-        self.entry = entry
-        self.raw_args = raw_args
-        self.raw_info = raw_info
-        self.info: temporalio.activity.Info | None = None
-        self.converter: temporalio.converter.DataConverter | None = None
-        self.task: asyncio.Task | None = None
-        self.raiser: _ThreadCanceller | None = None
-        self.cancelled_event: temporalio.common._CompositeEvent | None = None
-        self.details = temporalio.activity._ActivityCancellationDetailsHolder()
-        self.cancel_requested = False
-        self.cancelled_by_request = False
-        self.heartbeat_error: BaseException | None = None
-        self.done = False
-        self.hb_pending: Sequence[Any] | None = None
-        self.hb_task: asyncio.Task | None = None
-        self.hb_lock: asyncio.Lock | None = None
+# ---------------------------------------------------------------------- the bridge
 
 
 class ActivityBridge:
@@ -211,13 +144,13 @@ class ActivityBridge:
         activities: Functions (or callable instances) decorated with ``@activity.defn``.
         namespace: Namespace of the worker, used when a task does not name one.
         task_queue: Task queue of the worker, reported in ``activity.info()``.
-        complete: ``complete(task_token, outcome)``, called exactly once per started task,
-            from any thread. See the module docstring for the outcome shapes.
         heartbeat: ``heartbeat(task_token, details)``, called for each
             ``activity.heartbeat(*details)``, in order. On the fast path ``details`` are
             JSON-compatible values; with a ``data_converter`` they are serialized, encoded
             ``Payload`` bytes (and only the newest pending heartbeat is sent, as temporalio
             does). Must not block.
+        complete: ``complete(task_token, outcome)``, for tasks started without a reply
+            (the bridge used on its own); the Rust worker passes a reply with each task.
         max_threads: Threads for ``def`` activities; defaults to :data:`DEFAULT_MAX_THREADS`.
         data_converter: ``None`` for the JSON fast path, where the Rust side passes decoded
             JSON values and gets JSON values back (same JSON as temporalio's Pydantic
@@ -241,8 +174,8 @@ class ActivityBridge:
         *,
         namespace: str,
         task_queue: str,
-        complete: Callable[[bytes, dict], None],
         heartbeat: Callable[[bytes, list], None],
+        complete: Callable[[bytes, dict], object] | None = None,
         max_threads: int = DEFAULT_MAX_THREADS,
         data_converter: temporalio.converter.DataConverter | None = None,
         client: temporalio.client.Client | None = None,
@@ -250,17 +183,11 @@ class ActivityBridge:
     ) -> None:
         if max_threads < 1:
             raise ValueError("max_threads must be at least 1")
-        self._namespace = namespace
-        self._task_queue = task_queue
         self._complete = complete
-        self._heartbeat_cb = heartbeat
-        self._data_converter = data_converter
         self._client = client
         self._interceptors = list(interceptors)
-        self._fast_payload_converter = _FAST_CONVERTER.payload_converter
-
-        self._entries: dict[str, _Entry] = {}
-        self._dynamic: _Entry | None = None
+        self._entries: dict[str, Entry] = {}
+        self._dynamic: Entry | None = None
         for fn in activities:
             defn = temporalio.activity._Definition.must_from_callable(fn)
             if inspect.isclass(fn):
@@ -268,16 +195,14 @@ class ActivityBridge:
             if defn.name is None:
                 if self._dynamic is not None:
                     raise TypeError("More than one dynamic activity")
-                self._dynamic = _Entry(defn)
+                self._dynamic = Entry(defn)
             elif defn.name in self._entries:
                 raise ValueError(f"More than one activity named {defn.name}")
             else:
-                self._entries[defn.name] = _Entry(defn)
+                self._entries[defn.name] = Entry(defn)
 
         self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)
-        self._running: dict[bytes, _Run] = {}
-        self._unreported = 0
+        self._running: dict[bytes, Run] = {}
         self._closing = False
         self._closed = False
 
@@ -293,7 +218,22 @@ class ActivityBridge:
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=max_threads, thread_name_prefix="nomad-activity"
         )
+        # Made only once the arguments are checked: a refused bridge leaves no loop open.
         self._loop = asyncio.new_event_loop()
+        hooks = Hooks(
+            namespace=namespace,
+            task_queue=task_queue,
+            loop=self._loop,
+            send_heartbeat=heartbeat,
+            heartbeat_failed=self._heartbeat_failed,
+        )
+        # Chosen once: every activity of this bridge converts the same way.
+        self._conversion: Conversion = (
+            FastConversion(hooks)
+            if data_converter is None
+            else CustomConversion(hooks, data_converter)
+        )
+
         self._loop_thread = threading.Thread(
             target=self._run_loop, name="nomad-activity-loop", daemon=True
         )
@@ -309,10 +249,17 @@ class ActivityBridge:
     def running_count(self) -> int:
         """Number of started tasks whose outcome has not been reported yet."""
         with self._lock:
-            return self._unreported
+            return len(self._running)
 
-    def start(self, task_token: bytes, activity_type: str, args: list, info: dict) -> None:
-        """Start one activity task; returns at once, the outcome comes through ``complete``.
+    def start(
+        self,
+        task_token: bytes,
+        activity_type: str,
+        args: list,
+        info: dict,
+        reply: Reply | None = None,
+    ) -> None:
+        """Start one activity task; returns at once, the outcome goes to ``reply``.
 
         Args:
             task_token: The task token from sdk-core.
@@ -326,12 +273,19 @@ class ActivityBridge:
                 current_attempt_scheduled_time, started_time (epoch seconds),
                 heartbeat_details, is_local, retry_policy (dict or None). Missing keys get
                 defaults; the worker's own task queue is what ``activity.info()`` shows.
+            reply: Called once with the outcome dict (the Rust worker's ``ActivityReply``);
+                None reports through the ``complete`` callback instead.
 
         Raises:
-            ValueError: The token is already running.
+            ValueError: The token is already running, or there is neither a ``reply`` nor
+                a ``complete`` callback to report to.
         """
+        if reply is None and self._complete is None:
+            raise ValueError(
+                "ActivityBridge.start needs a reply, or a complete callback on the bridge"
+            )
         entry = self._entries.get(activity_type, self._dynamic)
-        run = _Run(task_token, entry, args, info)
+        run = Run(task_token, entry, args, info, reply)
         if entry is not None:
             # Events exist before the run is visible to cancel(), so no cancel is lost.
             run.cancelled_event = temporalio.common._CompositeEvent(
@@ -344,7 +298,6 @@ class ActivityBridge:
             if task_token in self._running:
                 raise ValueError(f"Activity task {task_token!r} is already running")
             self._running[task_token] = run
-            self._unreported += 1
             closing = self._closing
         if closing:
             self._fail_now(
@@ -360,15 +313,13 @@ class ActivityBridge:
             )
             self._fail_now(run, err)
             return
+        self._conversion.prepare(run)
         try:
-            if self._interceptors:
-                self._loop.call_soon_threadsafe(self._spawn_intercepted, run)
-            elif self._data_converter is not None:
-                self._loop.call_soon_threadsafe(self._spawn_custom, run)
-            elif entry.is_async:
-                self._loop.call_soon_threadsafe(self._spawn_async, run)
+            if self._conversion.inline and not entry.is_async and not self._interceptors:
+                # Nothing here needs the event loop: the whole task runs on its pool thread.
+                self._pool.submit(contextvars.Context().run, self._run_inline, run)
             else:
-                self._pool.submit(contextvars.Context().run, self._run_sync_fast, run)
+                self._loop.call_soon_threadsafe(self._spawn, run)
         except RuntimeError as err:  # loop closed or pool shut down
             self._fail_now(run, err, codec=False)
 
@@ -387,7 +338,7 @@ class ActivityBridge:
             future.cancel()
             raise TimeoutError(f"did not finish within {timeout:g} s") from None
 
-    def cancel(self, task_token: bytes, reason: str) -> None:
+    def cancel(self, task_token: bytes, flags: Mapping[str, bool]) -> None:
         """Cancel a running activity; unknown or finished tokens are ignored.
 
         ``async def`` activities get their asyncio task cancelled. ``def`` activities see
@@ -398,62 +349,42 @@ class ActivityBridge:
 
         Args:
             task_token: The task token from sdk-core.
-            reason: The coresdk cancel reason (``CANCELLED``, ``TIMED_OUT``, ``NOT_FOUND``,
-                ``WORKER_SHUTDOWN``, ``PAUSED``, ``RESET``; any case, with or without
-                underscores). Unknown reasons count as ``CANCELLED``.
+            flags: Why, as the fields of ``activity.ActivityCancellationDetails`` (Rust's
+                ``CancelFlags``): ``cancel_requested``, ``timed_out``, ``not_found``,
+                ``worker_shutdown``, ``paused``, ``reset``; several may be set.
+
+        Raises:
+            ValueError: A flag that ``ActivityCancellationDetails`` does not have.
         """
+        details = cancellation_details(flags)
         with self._lock:
             run = self._running.get(task_token)
         if run is None:
             logger.debug("Ignoring cancel for unknown activity task %r", task_token)
             return
-        key = reason.lower().replace("_", "").replace("-", "").replace(" ", "")
-        flags = _CANCEL_REASONS.get(key, {"cancel_requested": True})
-        self._request_cancel(run, temporalio.activity.ActivityCancellationDetails(**flags))
+        self._request_cancel(run, details)
 
-    def shutdown(self, grace: float, *, cancel_timeout: float = 10.0) -> None:
-        """Shut down: let running activities finish, cancel the rest, stop the threads.
-
-        Sets the worker-shutdown event (``activity.is_worker_shutdown()``,
-        ``activity.wait_for_worker_shutdown()``), waits up to ``grace`` seconds for running
-        activities, cancels the rest (reason ``WORKER_SHUTDOWN``, reported as cancelled) and
-        waits up to ``cancel_timeout`` seconds for them to report. Any still silent after
-        that are completed with a failure so sdk-core can finish its own shutdown; their late
-        outcome is dropped. New tasks started after this call fail at once. Idempotent.
-
-        Args:
-            grace: Seconds to wait before cancelling running activities.
-            cancel_timeout: Seconds to wait for cancelled activities to report.
-        """
+    def begin_shutdown(self) -> None:
+        """The worker is shutting down: ``activity.is_worker_shutdown()`` turns True,
+        ``activity.wait_for_worker_shutdown()`` returns, and tasks started from now on fail
+        at once. Running tasks go on: Rust decides, after its grace period, to cancel them
+        (and fails those that ignore the cancel). Idempotent."""
         with self._lock:
-            if self._closed:
+            if self._closing:
                 return
             self._closing = True
         self._shutdown_thread_event.set()
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(self._shutdown_async_event.set)
 
-        if not self._wait_idle(grace):
-            details = temporalio.activity.ActivityCancellationDetails(worker_shutdown=True)
-            with self._lock:
-                runs = list(self._running.values())
-            for run in runs:
-                self._request_cancel(run, details)
-            if not self._wait_idle(cancel_timeout):
-                with self._lock:
-                    runs = list(self._running.values())
-                for run in runs:
-                    logger.warning(
-                        "Activity %s did not finish after cancellation at worker shutdown",
-                        run.raw_info.get("activity_type"),
-                    )
-                    self._fail_now(
-                        run,
-                        temporalio.exceptions.ApplicationError(
-                            "Worker shut down before the activity finished"
-                        ),
-                        codec=False,
-                    )
+    def close(self) -> None:
+        """Stop the event loop and the thread pool (once the worker stopped).
+
+        Waits for the pool only when no task is still running: one that ignored its
+        cancel at shutdown (and that Rust failed) keeps its thread until it lets go.
+        Idempotent.
+        """
+        self.begin_shutdown()
         with self._lock:
             if self._closed:
                 return
@@ -464,7 +395,7 @@ class ActivityBridge:
         self._loop_thread.join(5.0 if clean else 1.0)
         self._pool.shutdown(wait=clean, cancel_futures=True)
 
-    # ------------------------------------------------------------------ bookkeeping
+    # ------------------------------------------------------------------ execution
 
     def _run_loop(self) -> None:
         loop = self._loop
@@ -481,17 +412,100 @@ class ActivityBridge:
         finally:
             loop.close()
 
-    def _wait_idle(self, timeout: float) -> bool:
-        deadline = time.monotonic() + max(timeout, 0.0)
-        with self._idle:
-            while self._unreported:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._idle.wait(left)
-            return True
+    def _run_inline(self, run: Run) -> None:
+        """A ``def`` activity with an inline conversion, start to end on its pool thread."""
+        conversion = self._conversion
+        try:
+            args = conversion.decode_now(run)
+            self._set_context(run, conversion.payload_converter(run))
+            ok, value = self._call_sync(run, args)
+        except BaseException as err:
+            ok, value = False, err
+        run.done = True
+        self._finish(run, conversion.encode_now(run, ok, value))
 
-    def _finish(self, run: _Run, outcome: dict) -> None:
+    def _spawn(self, run: Run) -> None:
+        """On the loop: the task runs :meth:`_body`; its end reports the outcome."""
+        run.task = self._loop.create_task(self._body(run))
+        run.task.add_done_callback(functools.partial(self._body_done, run))
+        if run.cancel_requested and run.entry.is_async:  # type: ignore[union-attr]
+            run.task.cancel("Activity cancelled")
+
+    async def _body(self, run: Run) -> tuple[bool, Any]:
+        # Runs in the task's own copy of the loop's context, so the activity context (and
+        # what interceptors bind in contextvars) stays with this activity.
+        try:
+            args = await self._conversion.decode(run)
+            self._set_context(run, self._conversion.payload_converter(run))
+            if self._interceptors:
+                return True, await self._intercepted(run, args)
+            return True, await self._call(run, run.entry.defn.fn, args)  # type: ignore[union-attr]
+        except BaseException as err:
+            return False, err
+
+    async def _call(self, run: Run, fn: Callable, args: Sequence[Any], executor: Any = None) -> Any:
+        """The one difference between ``async def`` and ``def``: how the body is called."""
+        if run.entry.is_async:  # type: ignore[union-attr]
+            return await fn(*args)
+        # The task's contextvars (temporalio's activity context among them) go with the
+        # call, as the official worker passes them to its thread pool.
+        ctx = contextvars.copy_context()
+        ok, value = await asyncio.wrap_future(
+            (executor or self._pool).submit(ctx.run, self._call_sync, run, args, fn)
+        )
+        if not ok:
+            raise value
+        return value
+
+    async def _intercepted(self, run: Run, args: list) -> Any:
+        entry: Entry = run.entry  # type: ignore[assignment]
+        impl: temporalio.worker.ActivityInboundInterceptor = _InboundImpl(self, run)
+        for interceptor in reversed(self._interceptors):
+            impl = interceptor.intercept_activity(impl)
+        impl.init(_OutboundImpl(self, run))
+        return await impl.execute_activity(
+            temporalio.worker.ExecuteActivityInput(
+                fn=entry.defn.fn,
+                args=args,
+                executor=None if entry.is_async else self._pool,
+                headers={},
+            )
+        )
+
+    def _body_done(self, run: Run, task: asyncio.Task) -> None:
+        run.done = True
+        if task.cancelled():  # cancelled before the body ran
+            ok, value = False, asyncio.CancelledError()
+        else:
+            ok, value = task.result()
+        if self._conversion.inline:
+            self._finish(run, self._conversion.encode_now(run, ok, value))
+        elif not self._closed:  # after a forced shutdown there is nothing left to report
+            self._loop.create_task(self._report(run, ok, value))
+
+    async def _report(self, run: Run, ok: bool, value: Any) -> None:
+        self._finish(run, await self._conversion.encode(run, ok, value))
+
+    def _call_sync(self, run: Run, args: Sequence[Any], fn: Any = None) -> tuple[bool, Any]:
+        fn = fn or run.entry.defn.fn  # type: ignore[union-attr]
+        raiser = run.raiser
+        try:
+            if raiser is None:
+                return True, fn(*args)
+            if run.cancel_requested:  # cancelled while queued: do not start it at all
+                return False, temporalio.exceptions.CancelledError("Cancelled")
+            raiser.arm()
+            try:
+                value = fn(*args)
+            finally:
+                raiser.disarm()
+        except BaseException as err:
+            return False, err
+        return True, value
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def _finish(self, run: Run, outcome: dict) -> None:
         """Report ``outcome`` unless this run was already reported (exactly once)."""
         with self._lock:
             if self._running.get(run.token) is not run:
@@ -499,32 +513,32 @@ class ActivityBridge:
             del self._running[run.token]
             run.done = True
         try:
-            self._complete(run.token, outcome)
+            if run.reply is None:
+                self._complete(run.token, outcome)  # type: ignore[misc]
+            elif not run.reply(outcome):
+                # Rust failed it at shutdown (it ignored its cancel): this answer is late.
+                logger.info(
+                    "Activity %s finished after the worker gave up on it; outcome dropped",
+                    run.raw_info.get("activity_type"),
+                )
         except Exception:
-            logger.exception("complete callback failed for activity task %r", run.token)
-        finally:
-            with self._idle:
-                self._unreported -= 1
-                if not self._unreported:
-                    self._idle.notify_all()
+            logger.exception("reporting the outcome of activity task %r failed", run.token)
 
-    def _fail_now(self, run: _Run, err: BaseException, *, codec: bool = True) -> None:
+    def _fail_now(self, run: Run, err: BaseException, *, codec: bool = True) -> None:
         """Report a failure built outside the activity (unknown type, shutdown)."""
-        if codec and self._data_converter is not None:
+        if codec and not self._conversion.inline:
             try:
-                self._loop.call_soon_threadsafe(self._spawn_report, run, err)
+                self._loop.call_soon_threadsafe(
+                    lambda: self._loop.create_task(self._report(run, False, err))
+                )
                 return
             except RuntimeError:
                 pass
-        converter = self._data_converter or _FAST_CONVERTER
-        self._finish(run, {"failure": self._failure_bytes(converter, err)})
-
-    def _spawn_report(self, run: _Run, err: BaseException) -> None:
-        self._loop.create_task(self._report_custom(run, False, err))
+        self._finish(run, {"failure": self._conversion.failure_bytes(err)})
 
     def _request_cancel(
         self,
-        run: _Run,
+        run: Run,
         details: temporalio.activity.ActivityCancellationDetails | None,
         heartbeat_error: BaseException | None = None,
     ) -> None:
@@ -546,55 +560,14 @@ class ActivityBridge:
             # Last: when the caller is the activity's own thread, the error fires right here.
             run.raiser.raise_in_thread()
 
-    def _cancel_on_loop(self, run: _Run) -> None:
+    def _cancel_on_loop(self, run: Run) -> None:
         run.cancelled_event.async_event.set()  # type: ignore[union-attr]
         if run.task is not None and not run.done:
             run.task.cancel("Activity cancelled")
 
     # ------------------------------------------------------------------ activity context
 
-    def _build_info(self, run: _Run, heartbeat_details: Sequence[Any]) -> temporalio.activity.Info:
-        raw = run.raw_info
-        started = _to_datetime(raw.get("started_time")) or datetime.now(timezone.utc)
-        scheduled = _to_datetime(raw.get("scheduled_time")) or started
-        workflow_id = raw.get("workflow_id") or None
-        workflow_namespace = raw.get("workflow_namespace") or None
-        priority = raw.get("priority")
-        return temporalio.activity.Info(
-            activity_id=raw.get("activity_id") or "",
-            activity_type=raw.get("activity_type") or run.entry.defn.name or "",  # type: ignore[union-attr]
-            attempt=int(raw.get("attempt") or 1),
-            current_attempt_scheduled_time=(
-                _to_datetime(raw.get("current_attempt_scheduled_time")) or scheduled
-            ),
-            heartbeat_details=list(heartbeat_details),
-            heartbeat_timeout=_to_timedelta(raw.get("heartbeat_timeout")),
-            is_local=bool(raw.get("is_local", False)),
-            namespace=workflow_namespace or self._namespace,
-            schedule_to_close_timeout=_to_timedelta(raw.get("schedule_to_close_timeout")),
-            scheduled_time=scheduled,
-            start_to_close_timeout=_to_timedelta(raw.get("start_to_close_timeout")),
-            started_time=started,
-            task_queue=self._task_queue,
-            task_token=run.token,
-            workflow_id=workflow_id,
-            workflow_namespace=workflow_namespace,
-            workflow_run_id=raw.get("workflow_run_id") or None,
-            workflow_type=raw.get("workflow_type") or None,
-            priority=(
-                temporalio.common.Priority(
-                    priority_key=priority.get("priority_key") or None,
-                    fairness_key=priority.get("fairness_key") or None,
-                    fairness_weight=priority.get("fairness_weight") or None,
-                )
-                if isinstance(priority, dict)
-                else temporalio.common.Priority.default
-            ),
-            retry_policy=_to_retry_policy(raw.get("retry_policy")),
-            activity_run_id=None if workflow_id else (raw.get("activity_run_id") or None),
-        )
-
-    def _set_context(self, run: _Run, payload_converter: Any) -> None:
+    def _set_context(self, run: Run, payload_converter: Any) -> None:
         info = run.info
         is_async = run.cancelled_event.async_event is not None  # type: ignore[union-attr]
         temporalio.activity._Context.set(
@@ -614,314 +587,19 @@ class ActivityBridge:
             )
         )
 
-    def _heartbeat(self, run: _Run, details: tuple) -> None:
-        if run.done:
-            return
-        if self._data_converter is not None:
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._queue_heartbeat, run, details)
-            return
-        try:
-            values = [pydantic_core.to_jsonable_python(d) for d in details]
-            self._heartbeat_cb(run.token, values)
-        except Exception as err:
-            self._heartbeat_failed(run, err)
+    def _heartbeat(self, run: Run, details: tuple) -> None:
+        if not run.done:
+            self._conversion.heartbeat(run, details)
 
-    def _heartbeat_failed(self, run: _Run, err: BaseException) -> None:
+    def _heartbeat_failed(self, run: Run, err: BaseException) -> None:
         logger.warning("Cancelling activity because recording a heartbeat failed", exc_info=err)
         self._request_cancel(run, None, heartbeat_error=err)
-
-    def _queue_heartbeat(self, run: _Run, details: tuple) -> None:
-        # The newest heartbeat replaces one not yet sent; one send at a time keeps order.
-        run.hb_pending = details
-        run.hb_task = self._loop.create_task(self._send_heartbeat(run))
-
-    async def _send_heartbeat(self, run: _Run) -> None:
-        if run.hb_lock is None:
-            run.hb_lock = asyncio.Lock()
-        async with run.hb_lock:
-            details, run.hb_pending = run.hb_pending, None
-            if details is None:
-                return
-            try:
-                payloads = await run.converter.encode(list(details)) if details else []  # type: ignore[union-attr]
-                self._heartbeat_cb(run.token, [p.SerializeToString() for p in payloads])
-            except Exception as err:
-                if not run.done:
-                    self._heartbeat_failed(run, err)
-
-    # ------------------------------------------------------------------ fast path
-
-    def _convert_args(self, entry: _Entry, values: list) -> list:
-        defn = entry.defn
-        if defn.name is None:
-            return [_raw_values(values)]
-        # As temporalio: hints apply only when the counts match; unannotated params stay raw.
-        if not defn.arg_types or len(defn.arg_types) != len(values):
-            return values
-        try:
-            return [
-                value if adapter is None else _validate(adapter, value)
-                for adapter, value in zip(entry.arg_adapters(), values, strict=True)
-            ]
-        except Exception as err:
-            raise temporalio.exceptions.ApplicationError("Failed decoding arguments") from err
-
-    def _spawn_async(self, run: _Run) -> None:
-        run.task = self._loop.create_task(self._async_body_fast(run))
-        run.task.add_done_callback(lambda task: self._async_done(run, task))
-        if run.cancel_requested:
-            run.task.cancel("Activity cancelled")
-
-    async def _async_body_fast(self, run: _Run) -> tuple[bool, Any]:
-        try:
-            run.info = self._build_info(run, run.raw_info.get("heartbeat_details") or ())
-            args = self._convert_args(run.entry, run.raw_args)  # type: ignore[arg-type]
-            self._set_context(run, self._fast_payload_converter)
-            return True, await run.entry.defn.fn(*args)  # type: ignore[union-attr]
-        except BaseException as err:
-            return False, err
-
-    def _async_done(self, run: _Run, task: asyncio.Task) -> None:
-        run.done = True
-        if task.cancelled():  # cancelled before the body ran
-            ok, value = False, asyncio.CancelledError()
-        else:
-            ok, value = task.result()
-        if self._data_converter is None:
-            self._finish(run, self._fast_outcome(run, ok, value))
-        elif not self._closed:  # after a forced shutdown there is nothing left to report
-            self._loop.create_task(self._report_custom(run, ok, value))
-
-    def _run_sync_fast(self, run: _Run) -> None:
-        try:
-            run.info = self._build_info(run, run.raw_info.get("heartbeat_details") or ())
-            args = self._convert_args(run.entry, run.raw_args)  # type: ignore[arg-type]
-            self._set_context(run, self._fast_payload_converter)
-            ok, value = self._call_sync(run, args)
-        except BaseException as err:
-            ok, value = False, err
-        run.done = True
-        self._finish(run, self._fast_outcome(run, ok, value))
-
-    def _call_sync(self, run: _Run, args: Sequence[Any], fn: Any = None) -> tuple[bool, Any]:
-        fn = fn or run.entry.defn.fn  # type: ignore[union-attr]
-        raiser = run.raiser
-        try:
-            if raiser is None:
-                return True, fn(*args)
-            if run.cancel_requested:  # cancelled while queued: do not start it at all
-                return False, temporalio.exceptions.CancelledError("Cancelled")
-            raiser.arm()
-            try:
-                value = fn(*args)
-            finally:
-                raiser.disarm()
-        except BaseException as err:
-            return False, err
-        return True, value
-
-    def _fast_outcome(self, run: _Run, ok: bool, value: Any) -> dict:
-        try:
-            if ok:
-                if isinstance(
-                    value, (bytes, google.protobuf.message.Message, temporalio.common.RawValue)
-                ):
-                    [payload] = self._fast_payload_converter.to_payloads([value])
-                    return {"result_payload": payload.SerializeToString()}
-                return {"result": pydantic_core.to_jsonable_python(value)}
-            kind, err = self._classify(run, value)
-            if kind == "will_complete_async":
-                return {kind: True}
-            return {kind: self._failure_bytes(_FAST_CONVERTER, err)}
-        except Exception as err:
-            if ok:  # the result could not be serialized: a failure, as in temporalio
-                return self._fast_outcome(run, False, err)
-            return {"failure": _fallback_failure(err)}
-
-    def _failure_bytes(
-        self, converter: temporalio.converter.DataConverter, err: BaseException
-    ) -> bytes:
-        failure = temporalio.api.failure.v1.Failure()
-        try:
-            converter.failure_converter.to_failure(err, converter.payload_converter, failure)
-        except Exception as inner:
-            return _fallback_failure(inner)
-        return failure.SerializeToString()
-
-    def _classify(self, run: _Run, err: BaseException) -> tuple[str, BaseException]:
-        """Map an activity's exception to an outcome kind, as temporalio's worker does."""
-        if isinstance(err, temporalio.activity._CompleteAsyncError):
-            return "will_complete_async", err
-        if isinstance(err, _CANCELLED_ERRORS) and run.cancel_requested:
-            details = run.details.details
-            if run.heartbeat_error is not None:
-                return "failure", run.heartbeat_error
-            if details is not None and details.paused:
-                return "failure", temporalio.exceptions.ApplicationError(
-                    "Unhandled activity cancel error produced by activity pause",
-                    type="ActivityPause",
-                )
-            if details is not None and details.reset:
-                return "failure", temporalio.exceptions.ApplicationError(
-                    "Unhandled activity cancel error produced by activity reset",
-                    type="ActivityReset",
-                )
-            if run.cancelled_by_request:
-                return "cancelled", temporalio.exceptions.CancelledError("Cancelled")
-        if (
-            isinstance(err, temporalio.exceptions.ApplicationError)
-            and err.category == temporalio.exceptions.ApplicationErrorCategory.BENIGN
-        ):
-            logger.debug("Completing activity as failed", exc_info=err)
-        else:
-            logger.warning(
-                "Completing activity as failed",
-                exc_info=err,
-                extra={"temporal_activity": run.info._logger_details() if run.info else {}},
-            )
-        return "failure", err
-
-    # ------------------------------------------------------------------ custom converter path
-
-    def _set_converter(self, run: _Run) -> None:
-        raw = run.raw_info
-        context = temporalio.converter.ActivitySerializationContext(
-            namespace=raw.get("workflow_namespace") or self._namespace,
-            activity_id=raw.get("activity_id"),
-            activity_type=raw.get("activity_type"),
-            activity_task_queue=self._task_queue,
-            workflow_id=raw.get("workflow_id") or None,
-            workflow_type=raw.get("workflow_type") or None,
-            is_local=bool(raw.get("is_local", False)),
-        )
-        run.converter = self._data_converter.with_context(context)  # type: ignore[union-attr]
-
-    def _spawn_custom(self, run: _Run) -> None:
-        self._set_converter(run)
-        if run.entry.is_async:  # type: ignore[union-attr]
-            run.task = self._loop.create_task(self._async_body_custom(run))
-            run.task.add_done_callback(lambda task: self._async_done(run, task))
-            if run.cancel_requested:
-                run.task.cancel("Activity cancelled")
-        else:
-            self._loop.create_task(self._drive_sync_custom(run))
-
-    async def _decode_custom(self, run: _Run) -> list:
-        converter = run.converter
-        entry = run.entry
-        defn = entry.defn  # type: ignore[union-attr]
-        raw_details = run.raw_info.get("heartbeat_details") or ()
-        try:
-            details = await converter.decode([_payload(d) for d in raw_details])  # type: ignore[union-attr]
-        except Exception as err:
-            raise temporalio.exceptions.ApplicationError(
-                "Failed decoding heartbeat details", non_retryable=True
-            ) from err
-        run.info = self._build_info(run, details)
-        payloads = [_payload(a) for a in run.raw_args]
-        if defn.name is None:
-            return [[temporalio.common.RawValue(p) for p in payloads]]
-        hints = defn.arg_types
-        if hints is not None and len(hints) != len(payloads):
-            hints = None
-        try:
-            return await converter.decode(payloads, type_hints=hints) if payloads else []  # type: ignore[union-attr]
-        except Exception as err:
-            raise temporalio.exceptions.ApplicationError("Failed decoding arguments") from err
-
-    async def _async_body_custom(self, run: _Run) -> tuple[bool, Any]:
-        try:
-            args = await self._decode_custom(run)
-            self._set_context(run, run.converter.payload_converter)  # type: ignore[union-attr]
-            return True, await run.entry.defn.fn(*args)  # type: ignore[union-attr]
-        except BaseException as err:
-            return False, err
-
-    async def _drive_sync_custom(self, run: _Run) -> None:
-        try:
-            args = await self._decode_custom(run)
-            ctx = contextvars.Context()
-            ok, value = await asyncio.wrap_future(
-                self._pool.submit(ctx.run, self._sync_body_custom, run, args)
-            )
-        except BaseException as err:
-            ok, value = False, err
-        run.done = True
-        await self._report_custom(run, ok, value)
-
-    def _sync_body_custom(self, run: _Run, args: list) -> tuple[bool, Any]:
-        self._set_context(run, run.converter.payload_converter)  # type: ignore[union-attr]
-        return self._call_sync(run, args)
-
-    async def _report_custom(self, run: _Run, ok: bool, value: Any) -> None:
-        converter = run.converter or self._data_converter
-        if run.hb_task is not None:
-            with contextlib.suppress(BaseException):
-                await run.hb_task
-        try:
-            if ok:
-                try:
-                    [payload] = await converter.encode([value])  # type: ignore[union-attr]
-                    outcome: dict = {"result_payload": payload.SerializeToString()}
-                except Exception as err:
-                    ok, value = False, err
-            if not ok:
-                kind, err = self._classify(run, value)
-                if kind == "will_complete_async":
-                    outcome = {kind: True}
-                else:
-                    failure = temporalio.api.failure.v1.Failure()
-                    await converter.encode_failure(err, failure)  # type: ignore[union-attr]
-                    outcome = {kind: failure.SerializeToString()}
-        except Exception as err:
-            outcome = {"failure": _fallback_failure(err)}
-        self._finish(run, outcome)
-
-    # ------------------------------------------------------------------ interceptors
-
-    def _spawn_intercepted(self, run: _Run) -> None:
-        if self._data_converter is not None:
-            self._set_converter(run)
-        run.task = self._loop.create_task(self._intercepted_body(run))
-        run.task.add_done_callback(lambda task: self._async_done(run, task))
-        if run.cancel_requested and run.entry.is_async:  # type: ignore[union-attr]
-            run.task.cancel("Activity cancelled")
-
-    async def _intercepted_body(self, run: _Run) -> tuple[bool, Any]:
-        # Runs in the task's own copy of the loop's context, so what interceptors bind in
-        # contextvars stays with this activity.
-        try:
-            entry = run.entry
-            if run.converter is not None:
-                args = await self._decode_custom(run)
-                converter = run.converter.payload_converter
-            else:
-                run.info = self._build_info(run, run.raw_info.get("heartbeat_details") or ())
-                args = self._convert_args(entry, run.raw_args)  # type: ignore[arg-type]
-                converter = self._fast_payload_converter
-            self._set_context(run, converter)
-            impl: temporalio.worker.ActivityInboundInterceptor = _InboundImpl(self, run)
-            for interceptor in reversed(self._interceptors):
-                impl = interceptor.intercept_activity(impl)
-            impl.init(_OutboundImpl(self, run))
-            value = await impl.execute_activity(
-                temporalio.worker.ExecuteActivityInput(
-                    fn=entry.defn.fn,  # type: ignore[union-attr]
-                    args=args,
-                    executor=None if entry.is_async else self._pool,  # type: ignore[union-attr]
-                    headers={},
-                )
-            )
-            return True, value
-        except BaseException as err:
-            return False, err
 
 
 class _InboundImpl(temporalio.worker.ActivityInboundInterceptor):
     """The end of the interceptor chain: runs the activity function."""
 
-    def __init__(self, bridge: ActivityBridge, run: _Run) -> None:
+    def __init__(self, bridge: ActivityBridge, run: Run) -> None:
         # As temporalio's own end of the chain: there is no next interceptor to keep.
         self._bridge = bridge
         self._run = run
@@ -932,24 +610,13 @@ class _InboundImpl(temporalio.worker.ActivityInboundInterceptor):
         context.heartbeat = outbound.heartbeat
 
     async def execute_activity(self, input: temporalio.worker.ExecuteActivityInput) -> Any:
-        if self._run.entry.is_async:  # type: ignore[union-attr]
-            return await input.fn(*input.args)
-        executor = input.executor or self._bridge._pool
-        # The chain's contextvars (temporalio's activity context among them) go with the
-        # call, as the official worker passes them to its thread pool.
-        ctx = contextvars.copy_context()
-        ok, value = await asyncio.wrap_future(
-            executor.submit(ctx.run, self._bridge._call_sync, self._run, input.args, input.fn)  # type: ignore[arg-type]
-        )
-        if not ok:
-            raise value
-        return value
+        return await self._bridge._call(self._run, input.fn, input.args, input.executor)
 
 
 class _OutboundImpl(temporalio.worker.ActivityOutboundInterceptor):
     """The end of the outbound chain: the run's info and heartbeat."""
 
-    def __init__(self, bridge: ActivityBridge, run: _Run) -> None:
+    def __init__(self, bridge: ActivityBridge, run: Run) -> None:
         self._bridge = bridge
         self._run = run
 
@@ -959,61 +626,3 @@ class _OutboundImpl(temporalio.worker.ActivityOutboundInterceptor):
 
     def heartbeat(self, *details: Any) -> None:
         self._bridge._heartbeat(self._run, details)
-
-
-# ---------------------------------------------------------------------- helpers
-
-
-def _validate(adapter: pydantic.TypeAdapter, value: Any) -> Any:
-    try:
-        return adapter.validate_python(value)
-    except pydantic.ValidationError:
-        # temporalio validates the JSON text; JSON mode is laxer for strict models
-        # (e.g. ISO strings for datetime, values for enums), so retry that way.
-        return adapter.validate_json(pydantic_core.to_json(value))
-
-
-def _raw_values(values: list) -> list[temporalio.common.RawValue]:
-    payloads = _FAST_CONVERTER.payload_converter.to_payloads(values)
-    return [temporalio.common.RawValue(p) for p in payloads]
-
-
-def _payload(data: Any) -> temporalio.api.common.v1.Payload:
-    if isinstance(data, temporalio.api.common.v1.Payload):
-        return data
-    return temporalio.api.common.v1.Payload.FromString(bytes(data))
-
-
-def _fallback_failure(err: BaseException) -> bytes:
-    failure = temporalio.api.failure.v1.Failure(message=f"Failed building exception result: {err}")
-    failure.application_failure_info.SetInParent()
-    return failure.SerializeToString()
-
-
-def _to_datetime(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-    return datetime.fromtimestamp(float(value), tz=timezone.utc)
-
-
-def _to_timedelta(value: Any) -> timedelta | None:
-    if value is None:
-        return None
-    if isinstance(value, timedelta):
-        return value or None
-    return timedelta(seconds=float(value)) or None
-
-
-def _to_retry_policy(value: Any) -> temporalio.common.RetryPolicy | None:
-    if not isinstance(value, dict):
-        return None
-    errors = value.get("non_retryable_error_types")
-    return temporalio.common.RetryPolicy(
-        initial_interval=_to_timedelta(value.get("initial_interval")) or timedelta(seconds=1),
-        backoff_coefficient=float(value.get("backoff_coefficient") or 2.0),
-        maximum_interval=_to_timedelta(value.get("maximum_interval")),
-        maximum_attempts=int(value.get("maximum_attempts") or 0),
-        non_retryable_error_types=list(errors) if errors is not None else None,
-    )

@@ -123,11 +123,20 @@ class WorkflowActivate(Protocol):
 
 
 class ActivityBridge(Protocol):
-    """What `WorkerRef.run` calls for activity tasks (`ActivityBridge`): `start` for each
-    task (decoded in Rust), `cancel` when core cancels one; both from the worker's Python
-    threads, returning at once. Outcomes go back through `WorkerRef.complete_activity`."""
+    """What `WorkerRef.run` calls for activity tasks (`ActivityBridge`), from the worker's
+    Python threads, each returning at once: `start` for each task (decoded in Rust), with the
+    `ActivityReply` that takes its outcome exactly once; `cancel` with the cancellation's
+    flags (the fields of temporalio's `ActivityCancellationDetails`); `begin_shutdown` when
+    the worker starts to drain (Rust keeps the grace-period timer)."""
 
     def start(
-        self, task_token: bytes, name: str, args: list[JsonValue], info: dict[str, Any], /
+        self,
+        task_token: bytes,
+        activity_type: str,
+        args: list[JsonValue],
+        info: dict[str, Any],
+        reply: _core.ActivityReply,
+        /,
     ) -> object: ...
-    def cancel(self, task_token: bytes, reason: str, /) -> object: ...
+    def cancel(self, task_token: bytes, flags: dict[str, bool], /) -> object: ...
+    def begin_shutdown(self) -> object: ...

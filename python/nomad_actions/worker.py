@@ -389,7 +389,6 @@ class Worker:
                 self.activities,
                 namespace=self.config.namespace,
                 task_queue=self.task_queue,
-                complete=self._complete_activity,
                 heartbeat=self._record_heartbeat,
                 data_converter=None if not self.options.raw_payloads else data_converter,
                 client=client,
@@ -407,7 +406,6 @@ class Worker:
         # Ends the connect retry of a worker whose server never answered.
         self._start_cancel = _core.StartCancel()
         self._finished = threading.Event()
-        self._drain_thread: threading.Thread | None = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
@@ -425,9 +423,6 @@ class Worker:
         return self._activity_bridge.run_coroutine(fn(), timeout)
 
     # -- callbacks from the activity bridge (any thread) --------------------------------
-
-    def _complete_activity(self, token: bytes, outcome: dict[str, Any]) -> None:
-        self._ref.complete_activity(token, outcome)
 
     def _record_heartbeat(self, token: bytes, details: list[Any]) -> None:
         self._ref.record_heartbeat(token, details)
@@ -472,10 +467,8 @@ class Worker:
         return wf, self._activity_bridge
 
     def _after_run(self) -> None:
-        if self._drain_thread is not None:
-            self._drain_thread.join()
         if self._activity_bridge is not None:
-            self._activity_bridge.shutdown(0)
+            self._activity_bridge.close()
         if self._workflow_bridge is not None:
             self._workflow_bridge.evict_all()
         self._finished.set()
@@ -580,17 +573,9 @@ class Worker:
         self._start_cancel.cancel()
         logger.info("Worker on %s shutting down", self.task_queue)
         if self._ref is not None:
+            # Rust drains the activities: activity.is_worker_shutdown(), the grace period,
+            # then a cancel, then a failure for those that ignore it.
             self._ref.initiate_shutdown()
-        if self._activity_bridge is not None:
-            # Sets activity.is_worker_shutdown(), waits the grace period, cancels the rest.
-            bridge = self._activity_bridge
-            grace = self.graceful_shutdown_timeout
-            drain = threading.Thread(
-                target=bridge.shutdown, args=(grace,), name="nomad-actions-drain", daemon=True
-            )
-            drain.start()
-            # Published only once started: `run()` may end meanwhile and join it.
-            self._drain_thread = drain
 
     def _install_signal_handlers(self) -> Callable[[], None]:
         if threading.current_thread() is not threading.main_thread():

@@ -1,8 +1,13 @@
 //! Activity tasks: poll from core, decode inputs in Rust, start them in the Python activity
 //! bridge (from one of the worker's Python threads), and turn the outcomes it reports back
 //! into core completions.
+//!
+//! Each start registers the task in the worker's registry ([`super::registry`]) and hands
+//! the bridge an [`ActivityReply`] that completes it once; cancels cross as [`CancelFlags`].
+//! Once shutdown begins, [`shutdown_drain`] runs the registry's drain against the bridge.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use prost::Message;
 use pyo3::exceptions::PyValueError;
@@ -13,7 +18,7 @@ use temporalio_common::protos::coresdk::activity_result::{
     self, ActivityExecutionResult, activity_execution_result,
 };
 use temporalio_common::protos::coresdk::activity_task::{
-    ActivityCancelReason, ActivityTask, Start, activity_task,
+    ActivityCancelReason, ActivityCancellationDetails, ActivityTask, Start, activity_task,
 };
 use temporalio_common::protos::coresdk::{ActivityHeartbeat, ActivityTaskCompletion};
 use temporalio_common::protos::temporal::api::common::v1::Payload;
@@ -24,6 +29,7 @@ use temporalio_sdk_core::{PollError, Worker as CoreWorker};
 
 use super::Shared;
 use super::python_threads::PythonThreads;
+use super::registry::{CANCEL_BOUND, Drained, Slot, drain};
 use crate::errors::EngineError;
 use crate::payload::{self, Json};
 use crate::runtime::runtime;
@@ -214,15 +220,107 @@ pub(super) fn heartbeat(
     Ok(())
 }
 
-fn cancel_reason(reason: i32) -> &'static str {
-    match ActivityCancelReason::try_from(reason) {
-        Ok(ActivityCancelReason::NotFound) => "NOT_FOUND",
-        Ok(ActivityCancelReason::Cancelled) => "CANCELLED",
-        Ok(ActivityCancelReason::TimedOut) => "TIMED_OUT",
-        Ok(ActivityCancelReason::WorkerShutdown) => "WORKER_SHUTDOWN",
-        Ok(ActivityCancelReason::Paused) => "PAUSED",
-        Ok(ActivityCancelReason::Reset) => "RESET",
-        Err(_) => "CANCELLED",
+/// Why an activity is cancelled; crosses to Python as a dict of these flags, named as the
+/// fields of temporalio's `activity.ActivityCancellationDetails` (the bridge builds one
+/// from it). Several can be set at once.
+#[derive(IntoPyObject, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct CancelFlags {
+    pub(super) not_found: bool,
+    pub(super) cancel_requested: bool,
+    pub(super) paused: bool,
+    pub(super) timed_out: bool,
+    pub(super) worker_shutdown: bool,
+    pub(super) reset: bool,
+}
+
+impl CancelFlags {
+    /// From core's cancel: its details list every reason; without them (older servers),
+    /// the primary reason alone, an unknown one counting as a cancel request.
+    pub(super) fn of(reason: i32, details: Option<&ActivityCancellationDetails>) -> Self {
+        if let Some(d) = details {
+            let flags = CancelFlags {
+                not_found: d.is_not_found,
+                cancel_requested: d.is_cancelled,
+                paused: d.is_paused,
+                timed_out: d.is_timed_out,
+                worker_shutdown: d.is_worker_shutdown,
+                reset: d.is_reset,
+            };
+            if flags != CancelFlags::default() {
+                return flags;
+            }
+        }
+        let mut flags = CancelFlags::default();
+        match ActivityCancelReason::try_from(reason) {
+            Ok(ActivityCancelReason::NotFound) => flags.not_found = true,
+            Ok(ActivityCancelReason::TimedOut) => flags.timed_out = true,
+            Ok(ActivityCancelReason::WorkerShutdown) => flags.worker_shutdown = true,
+            Ok(ActivityCancelReason::Paused) => flags.paused = true,
+            Ok(ActivityCancelReason::Reset) => flags.reset = true,
+            Ok(ActivityCancelReason::Cancelled) | Err(_) => flags.cancel_requested = true,
+        }
+        flags
+    }
+
+    /// What the shutdown drain sends once the grace period is over.
+    pub(super) fn worker_shutdown() -> Self {
+        CancelFlags {
+            worker_shutdown: true,
+            ..Default::default()
+        }
+    }
+}
+
+/// The bridge's way back, passed with each started task: called once with the outcome
+/// dict; a second call, or one after Rust failed the task at shutdown, is refused and
+/// returns `False`.
+#[pyclass(name = "ActivityReply", module = "nomad_actions._core", frozen)]
+pub struct ActivityReply {
+    shared: Arc<Shared>,
+    token: Vec<u8>,
+    slot: Arc<Slot>,
+}
+
+impl ActivityReply {
+    /// Complete the task with `result` unless it was answered already.
+    fn answer(&self, result: ActivityExecutionResult) -> bool {
+        if !self.shared.activities.claim(&self.token, &self.slot) {
+            return false;
+        }
+        let result = self.slot.shutdown_outcome(result);
+        complete(&self.shared, self.token.clone(), result);
+        true
+    }
+}
+
+#[pymethods]
+impl ActivityReply {
+    /// Report the outcome (see `activity_bridge.py` for its shapes). An outcome that cannot
+    /// be encoded (a result with no JSON form) completes the task as failed, naming the
+    /// reason: raising instead would leave the task running until its timeout, holding one
+    /// of core's slots meanwhile.
+    fn __call__(&self, py: Python<'_>, outcome: &Bound<'_, PyDict>) -> bool {
+        let result = outcome_from_py(outcome).unwrap_or_else(|err| {
+            rust_failure(
+                format!("Failed encoding the activity's outcome: {err}"),
+                "PayloadError",
+                false,
+            )
+        });
+        // Spawning wakes a runtime thread, which can preempt this one: not with the GIL.
+        py.detach(|| self.answer(result))
+    }
+
+    /// The task token this reply completes.
+    #[getter]
+    fn task_token<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.token)
+    }
+
+    /// Whether the task has been answered (by this reply or by the shutdown drain).
+    #[getter]
+    fn answered(&self) -> bool {
+        self.slot.answered()
     }
 }
 
@@ -266,7 +364,13 @@ fn start(
             .collect()
     };
     let info = info_of(&start, &shared.options.task_queue);
+    let slot = shared.activities.register(task_token.clone());
     threads.submit(move |py| {
+        let reply = ActivityReply {
+            shared: shared.clone(),
+            token: task_token.clone(),
+            slot: slot.clone(),
+        };
         let started = (|| -> PyResult<()> {
             let info = info.into_pyobject(py)?;
             let details: Bound<'_, PyAny> = if raw {
@@ -302,11 +406,14 @@ fn start(
                     &start.activity_type,
                     args,
                     info,
+                    Bound::new(py, reply)?,
                 ),
             )?;
             Ok(())
         })();
-        if let Err(err) = started {
+        if let Err(err) = started
+            && shared.activities.claim(&task_token, &slot)
+        {
             let error = format!("activity bridge could not start the activity: {err}");
             complete(
                 &shared,
@@ -318,14 +425,63 @@ fn start(
 }
 
 /// Deliver a cancellation (from the server, a timeout, or worker shutdown) to the bridge.
-fn cancel(threads: &PythonThreads, bridge: Arc<Py<PyAny>>, task_token: Vec<u8>, reason: i32) {
-    let reason = cancel_reason(reason);
+fn cancel(
+    threads: &PythonThreads,
+    bridge: Arc<Py<PyAny>>,
+    task_token: Vec<u8>,
+    flags: CancelFlags,
+) {
     threads.submit(move |py| {
-        if let Err(err) = bridge.call_method1(py, "cancel", (PyBytes::new(py, &task_token), reason))
+        if let Err(err) = bridge.call_method1(py, "cancel", (PyBytes::new(py, &task_token), flags))
         {
             err.print(py);
         }
     });
+}
+
+/// Once shutdown begins: tell the bridge (`activity.is_worker_shutdown()`, new starts fail),
+/// then run the [`drain`] with the worker's grace period.
+async fn shutdown_drain(shared: Arc<Shared>, threads: PythonThreads, bridge: Arc<Py<PyAny>>) {
+    shared.activities.shutdown_begun().await;
+    let announce = bridge.clone();
+    threads.submit(move |py| {
+        if let Err(err) = announce.call_method0(py, "begin_shutdown") {
+            err.print(py);
+        }
+    });
+    let grace = Duration::from_millis(shared.options.graceful_shutdown_millis);
+    let drained = drain(
+        &shared.activities,
+        grace,
+        CANCEL_BOUND,
+        |token| {
+            cancel(
+                &threads,
+                bridge.clone(),
+                token,
+                CancelFlags::worker_shutdown(),
+            )
+        },
+        |token| {
+            complete(
+                &shared,
+                token,
+                rust_failure(
+                    "Worker shut down before the activity finished (it ignored the cancel)".into(),
+                    "WorkerShutdown",
+                    false,
+                ),
+            )
+        },
+    )
+    .await;
+    if let Drained::Failed(n) = drained {
+        eprintln!(
+            "nomad-actions: {n} activities on {} did not finish after cancellation at worker \
+             shutdown; completed them as failed",
+            shared.options.task_queue
+        );
+    }
 }
 
 /// Poll activity tasks until core is shut down (after all outstanding tasks completed).
@@ -337,6 +493,13 @@ pub(super) async fn poll_loop(
     // Starting an activity only hands it to the bridge (async ones run on its event loop,
     // sync ones in its thread pool), so one thread serves nearly always.
     let threads = PythonThreads::new("nomad-activities", 4);
+    // Beside the polls (which go on delivering cancels), not raced against them: dropping
+    // a poll future could lose a task.
+    let drainer = runtime().spawn(shutdown_drain(
+        shared.clone(),
+        threads.clone(),
+        bridge.clone(),
+    ));
     let outcome = loop {
         let mut task = match core.poll_activity_task().await {
             Ok(task) => task,
@@ -370,11 +533,171 @@ pub(super) async fn poll_loop(
                 start(&threads, shared.clone(), bridge.clone(), task_token, s);
             }
             Some(activity_task::Variant::Cancel(c)) => {
-                cancel(&threads, bridge.clone(), task_token, c.reason);
+                let flags = CancelFlags::of(c.reason, c.details.as_ref());
+                cancel(&threads, bridge.clone(), task_token, flags);
             }
             None => {}
         }
     };
+    drainer.abort();
     threads.close();
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cancel_flags_follow_the_primary_reason_without_details() {
+        let of = |reason: ActivityCancelReason| CancelFlags::of(reason as i32, None);
+        let only = |set: fn(&mut CancelFlags)| {
+            let mut flags = CancelFlags::default();
+            set(&mut flags);
+            flags
+        };
+        assert_eq!(
+            of(ActivityCancelReason::NotFound),
+            only(|f| f.not_found = true)
+        );
+        assert_eq!(
+            of(ActivityCancelReason::Cancelled),
+            only(|f| f.cancel_requested = true)
+        );
+        assert_eq!(
+            of(ActivityCancelReason::TimedOut),
+            only(|f| f.timed_out = true)
+        );
+        assert_eq!(
+            of(ActivityCancelReason::WorkerShutdown),
+            CancelFlags::worker_shutdown()
+        );
+        assert_eq!(of(ActivityCancelReason::Paused), only(|f| f.paused = true));
+        assert_eq!(of(ActivityCancelReason::Reset), only(|f| f.reset = true));
+        // A reason this build does not know is a cancel request.
+        assert_eq!(
+            CancelFlags::of(99, None),
+            only(|f| f.cancel_requested = true)
+        );
+    }
+
+    #[test]
+    fn cancel_flags_take_every_reason_from_the_details() {
+        let details = ActivityCancellationDetails {
+            is_paused: true,
+            is_timed_out: true,
+            ..Default::default()
+        };
+        let flags = CancelFlags::of(ActivityCancelReason::Paused as i32, Some(&details));
+        assert_eq!(
+            flags,
+            CancelFlags {
+                paused: true,
+                timed_out: true,
+                ..Default::default()
+            }
+        );
+        // Empty details (an older server) fall back to the primary reason.
+        let empty = ActivityCancellationDetails::default();
+        assert_eq!(
+            CancelFlags::of(ActivityCancelReason::Reset as i32, Some(&empty)),
+            CancelFlags {
+                reset: true,
+                ..Default::default()
+            }
+        );
+    }
+
+    #[test]
+    fn cancel_flags_cross_as_a_dict_of_temporalio_field_names() {
+        Python::initialize();
+        Python::attach(|py| {
+            let dict = CancelFlags::worker_shutdown().into_pyobject(py).unwrap();
+            let dict = dict.cast::<PyDict>().unwrap();
+            let mut keys: Vec<String> = dict.keys().extract().unwrap();
+            keys.sort();
+            // The fields of temporalio's `activity.ActivityCancellationDetails`.
+            assert_eq!(
+                keys,
+                [
+                    "cancel_requested",
+                    "not_found",
+                    "paused",
+                    "reset",
+                    "timed_out",
+                    "worker_shutdown"
+                ]
+            );
+            let shutdown: bool = dict
+                .get_item("worker_shutdown")
+                .unwrap()
+                .unwrap()
+                .extract()
+                .unwrap();
+            assert!(shutdown);
+        });
+    }
+
+    #[test]
+    fn outcomes_decode_from_the_bridge_dicts() {
+        use activity_execution_result::Status;
+        Python::initialize();
+        Python::attach(|py| {
+            let decode = |code: &std::ffi::CStr| {
+                let dict = py.eval(code, None, None).unwrap();
+                outcome_from_py(dict.cast::<PyDict>().unwrap()).map(|r| r.status.unwrap())
+            };
+            let Status::Completed(done) = decode(c"{'result': {'a': [1, 2.5, None]}}").unwrap()
+            else {
+                panic!("not completed")
+            };
+            let payload = done.result.unwrap();
+            assert_eq!(payload.metadata["encoding"], b"json/plain");
+            let value: Value = serde_json::from_slice(&payload.data).unwrap();
+            assert_eq!(value, serde_json::json!({"a": [1, 2.5, null]}));
+
+            let raw = Payload {
+                data: b"xyz".to_vec(),
+                ..Default::default()
+            };
+            let dict = PyDict::new(py);
+            dict.set_item("result_payload", PyBytes::new(py, &raw.encode_to_vec()))
+                .unwrap();
+            let Some(Status::Completed(done)) = outcome_from_py(&dict).unwrap().status else {
+                panic!("not completed")
+            };
+            assert_eq!(done.result.unwrap().data, b"xyz");
+
+            let failure = Failure {
+                message: "boom".into(),
+                ..Default::default()
+            };
+            for (key, cancelled) in [("failure", false), ("cancelled", true)] {
+                let dict = PyDict::new(py);
+                dict.set_item(key, PyBytes::new(py, &failure.encode_to_vec()))
+                    .unwrap();
+                match outcome_from_py(&dict).unwrap().status.unwrap() {
+                    Status::Failed(f) if !cancelled => {
+                        assert_eq!(f.failure.unwrap().message, "boom")
+                    }
+                    Status::Cancelled(c) if cancelled => {
+                        assert_eq!(c.failure.unwrap().message, "boom")
+                    }
+                    other => panic!("{key}: {other:?}"),
+                }
+            }
+            assert!(matches!(
+                decode(c"{'will_complete_async': True}").unwrap(),
+                Status::WillCompleteAsync(_)
+            ));
+            let err = decode(c"{'nonsense': 1}").unwrap_err().to_string();
+            assert!(err.contains("unknown activity outcome"), "{err}");
+            let err = decode(c"{'failure': b'\\xff\\xff'}")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("malformed failure failure"), "{err}");
+            let err = decode(c"{'result': object()}").unwrap_err().to_string();
+            assert!(!err.is_empty());
+        });
+    }
 }

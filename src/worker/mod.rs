@@ -4,13 +4,14 @@
 //! bridge (which runs the plugin's workflow code through temporalio's `WorkflowRunner`) and
 //! completes it with the bytes that come back. The activity loop decodes activity inputs in
 //! Rust and hands plain values to the Python activity bridge, which reports outcomes back
-//! through [`WorkerRef::complete_activity`]. Shutdown is a normal path: `initiate_shutdown`
+//! through the per-task `ActivityReply`. Shutdown is a normal path: `initiate_shutdown`
 //! makes both polls end with `PollError::ShutDown` once every task has been completed, then
 //! the core worker is finalized.
 
 mod activities;
 mod health;
 mod python_threads;
+mod registry;
 mod start;
 mod workflows;
 
@@ -21,7 +22,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
 use temporalio_common::worker::WorkerTaskTypes;
 use temporalio_sdk_core::{
     FixedSizeSlotSupplier, PollerBehavior, ResourceBasedTuner, ResourceSlotOptions, TunerBuilder,
@@ -29,6 +29,7 @@ use temporalio_sdk_core::{
     WorkerVersioningStrategy,
 };
 
+pub use self::activities::ActivityReply;
 use self::health::{HealthServer, HealthState};
 
 use crate::codec::FernetCodec;
@@ -166,7 +167,8 @@ impl WorkerOptions {
             .activity_task_poller_behavior(PollerBehavior::SimpleMaximum(
                 max_activities.clamp(1, MAX_POLLERS),
             ))
-            .graceful_shutdown_period(Duration::from_millis(self.graceful_shutdown_millis))
+            // No `graceful_shutdown_period`: the activity drain (activities.rs) is the one
+            // timer that decides when running activities are cancelled, then failed.
             .max_heartbeat_throttle_interval(Duration::from_millis(
                 self.max_heartbeat_throttle_millis,
             ))
@@ -191,6 +193,8 @@ pub(crate) struct Shared {
     pub(crate) codec: Option<FernetCodec>,
     /// What `GET /health` reports.
     health: Arc<HealthState>,
+    /// Running activity tasks and the shutdown drain's signal (see `activities`).
+    pub(crate) activities: registry::Outstanding,
     /// The health endpoint, from creation until this worker is dropped (so it reports 503
     /// before the loops run and after they have ended, for as long as the worker lives).
     health_server: Mutex<Option<HealthServer>>,
@@ -270,6 +274,7 @@ async fn create(
             codec: FernetCodec::for_config(&config),
             namespace: config.namespace,
             health,
+            activities: registry::Outstanding::default(),
             health_server: Mutex::new(health_server),
         }),
         pid: std::process::id(),
@@ -291,10 +296,13 @@ async fn run(
     shared.health.set_polling(true);
     let stop_on_error = |core: Arc<CoreWorker>| {
         let health = shared.health.clone();
+        let activities = &shared.activities;
         move |err: EngineError| {
             health.set_polling(false);
             // One loop failing ends the other too: a half-working worker hides problems.
             core.initiate_shutdown();
+            // Running activities drain as on a requested shutdown (grace, cancel, fail).
+            activities.begin_shutdown();
             err
         }
     };
@@ -423,28 +431,7 @@ impl WorkerRef {
             let _guard = runtime().enter();
             core.initiate_shutdown();
         }
-    }
-
-    /// Report the outcome of an activity (called by the activity bridge, from any thread).
-    /// An outcome that cannot be encoded (a result with no JSON form) completes the task as
-    /// failed, naming the reason: raising instead would leave the task running until its
-    /// timeout, and hold one of core's activity slots meanwhile.
-    fn complete_activity(
-        &self,
-        py: Python<'_>,
-        task_token: Vec<u8>,
-        outcome: &Bound<'_, PyDict>,
-    ) -> PyResult<()> {
-        let result = activities::outcome_from_py(outcome).unwrap_or_else(|err| {
-            activities::rust_failure(
-                format!("Failed encoding the activity's outcome: {err}"),
-                "PayloadError",
-                false,
-            )
-        });
-        // Spawning wakes a runtime thread, which can preempt this one: not with the GIL.
-        py.detach(|| activities::complete(&self.shared, task_token, result));
-        Ok(())
+        self.shared.activities.begin_shutdown();
     }
 
     /// Record a heartbeat; core throttles what reaches the server.

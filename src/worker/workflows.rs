@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use prost::Message;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyType};
 use temporalio_common::protos::coresdk::workflow_activation::WorkflowActivation;
 use temporalio_common::protos::coresdk::workflow_completion::{
     self, WorkflowActivationCompletion, workflow_activation_completion,
@@ -23,6 +23,7 @@ use tokio::task::JoinSet;
 use super::python_threads::{self, PythonThreads};
 use crate::codec::FernetCodec;
 use crate::errors::EngineError;
+use crate::interrupt::interrupt_thread;
 use crate::runtime::runtime;
 
 /// A failed completion for `run_id`: core fails the workflow task, evicts the run and the
@@ -78,7 +79,7 @@ struct Overrun {
     /// captures where the thread is stuck; Python only because only Python sees its frames.
     on_deadlock: Py<PyAny>,
     /// The exception class raised in the stuck thread (the bridge's `_InterruptDeadlockError`).
-    interrupt: Py<PyAny>,
+    interrupt: Py<PyType>,
 }
 
 /// The bridge's way back, passed with each activation: called once with the serialized
@@ -157,13 +158,14 @@ impl Reply {
                 String::new()
             });
         let completion = deadlock_completion(overrun, stack);
-        {
-            let watch = self.lock_watch();
-            if !watch.closed {
-                interrupt_thread(thread, Some(overrun.interrupt.bind(py)));
-            }
-        }
+        // Answer first, then get the thread out: the run is already forgotten, so core can
+        // go on with it (evict, retry the task) while the thread unwinds.
         self.send(py, Ok(completion.encode_to_vec()));
+        let watch = self.lock_watch();
+        if !watch.closed {
+            // A class checked in `watch`; a thread that is gone needs no interrupt.
+            let _ = interrupt_thread(thread, Some(overrun.interrupt.bind(py)));
+        }
     }
 }
 
@@ -198,16 +200,6 @@ fn deadlock_completion(overrun: &Overrun, stack: String) -> WorkflowActivationCo
     completion
 }
 
-/// Raise `exc` asynchronously in the Python thread `thread` (at its next bytecode), or clear
-/// a pending one with `None`. Returns whether a thread state was found. Needs the GIL.
-pub(crate) fn interrupt_thread(thread: u64, exc: Option<&Bound<'_, PyAny>>) -> bool {
-    let exc_ptr = exc.map_or(std::ptr::null_mut(), |e| e.as_ptr());
-    // SAFETY: the GIL is held (a `Bound` or the caller's `Python` proves it); a null `exc`
-    // clears the pending exception, as documented for PyThreadState_SetAsyncExc. The ident
-    // is an unsigned long in CPython; pyo3-ffi declares it signed, same bits.
-    unsafe { pyo3::ffi::PyThreadState_SetAsyncExc(thread as std::os::raw::c_long, exc_ptr) > 0 }
-}
-
 #[pymethods]
 impl Reply {
     /// A reply that delivers to a Python callable (tests; the bridge's evictions at shutdown).
@@ -230,12 +222,20 @@ impl Reply {
         workflow_type: String,
         eviction: bool,
         on_deadlock: Py<PyAny>,
-        interrupt: Py<PyAny>,
+        interrupt: Py<PyType>,
     ) -> PyResult<()> {
         if !(timeout.is_finite() && timeout > 0.0) {
             return Err(pyo3::exceptions::PyValueError::new_err(format!(
                 "deadlock timeout must be a positive number of seconds, not {timeout}"
             )));
+        }
+        if !interrupt
+            .bind(slf.py())
+            .is_subclass_of::<pyo3::exceptions::PyBaseException>()?
+        {
+            return Err(pyo3::exceptions::PyTypeError::new_err(
+                "the deadlock interrupt must be an exception class",
+            ));
         }
         // SAFETY: a plain query of the calling thread's ident. (`c_ulong` is u64 here but
         // u32 on Windows, hence the conversion.)
@@ -276,8 +276,8 @@ impl Reply {
             timer.abort();
         }
         if watch.abandoned {
-            // The GIL is held: this is a Python method call.
-            interrupt_thread(watch.thread, None);
+            // The GIL is held: this is a Python method call. Clearing cannot fail.
+            let _ = interrupt_thread(watch.thread, None);
         }
         watch.abandoned
     }
@@ -404,10 +404,7 @@ mod tests {
             workflow_type: "Blocking".into(),
             eviction,
             on_deadlock,
-            interrupt: py
-                .get_type::<pyo3::exceptions::PyRuntimeError>()
-                .into_any()
-                .unbind(),
+            interrupt: py.get_type::<pyo3::exceptions::PyRuntimeError>().unbind(),
         })
     }
 
