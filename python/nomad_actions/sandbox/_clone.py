@@ -1,0 +1,330 @@
+"""Per-run copies of a workflow's sandboxed modules, without re-executing them.
+
+temporalio's sandbox gives every workflow run fresh module-level state by importing the
+workflow module (and every module it imports that is not passed through) again, in a fresh
+`sys.modules`. `ModuleCloner` gives the same isolation by copying instead: the modules are
+imported once under the restrictions (the *template*), and each run gets a copy of their
+namespaces in which
+
+- everything the host also holds (passed-through modules and the objects they define,
+  restriction proxies, immutable values, classes and functions of other modules) is shared,
+  as temporalio shares it;
+- every function whose globals are a sandboxed module's namespace is rebuilt on the run's
+  copy of that namespace (so `global x; x = ...` rebinds the run's `x`), closures with fresh
+  cells;
+- every class defined in a sandboxed module is rebuilt (fresh class dict, so class attributes
+  assigned by one run are not seen by the next), with its methods rebuilt as above;
+- every other object reachable from those namespaces (lists, dicts, sets, instances, the
+  workflow definition) is copied (`copy.deepcopy`, with the rebuilt classes and functions in
+  its memo so references point at the run's objects).
+
+What cannot be rebuilt faithfully this way (a class with a metaclass other than `type`, with
+`__slots__`, or whose base runs `__init_subclass__`; an object `deepcopy` cannot copy) raises
+`CloneUnsupported`; the runner then uses temporalio's sandbox for that workflow class.
+`ModuleCloner.verify` walks a clone and proves that none of the template's own objects is
+reachable from it, which the runner checks once per workflow class.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import decimal
+import enum
+import fractions
+import gc
+import re
+import types
+import typing
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from temporalio.worker.workflow_sandbox._restrictions import (
+    RestrictedModule,
+    _RestrictedProxy,
+    _RestrictionState,
+)
+
+
+class CloneUnsupported(Exception):
+    """The template holds something that cannot be copied with the same isolation."""
+
+
+# Values of these types are immutable (or, for code and builtins, never hold run state):
+# shared by every run, as a re-import would recreate equal ones.
+_ATOMIC_TYPES: tuple[type, ...] = (
+    type(None),
+    bool,
+    int,
+    float,
+    complex,
+    str,
+    bytes,
+    range,
+    type(Ellipsis),
+    type(NotImplemented),
+    types.CodeType,
+    types.BuiltinFunctionType,
+    types.WrapperDescriptorType,
+    types.MethodDescriptorType,
+    types.GetSetDescriptorType,
+    types.MemberDescriptorType,
+    datetime.timedelta,
+    datetime.date,
+    datetime.time,
+    datetime.timezone,
+    decimal.Decimal,
+    fractions.Fraction,
+    uuid.UUID,
+    re.Pattern,
+    typing.TypeVar,
+    types.GenericAlias,
+    types.UnionType,
+)
+
+# Module metadata that belongs to the import system, not to the module's state.
+_SHARED_MODULE_KEYS = frozenset({"__builtins__", "__spec__", "__loader__"})
+
+
+class ModuleCloner:
+    """Copies a set of sandboxed modules (the template) for one workflow run.
+
+    Args:
+        sandboxed: the template's modules that were executed inside the sandbox, by name.
+        host_objects: ids of objects the host owns (passed-through modules, their
+            namespaces and the values in them); they are shared, never copied.
+    """
+
+    def __init__(self, sandboxed: dict[str, types.ModuleType], host_objects: set[int]) -> None:
+        self._sandboxed = sandboxed
+        self._sandboxed_ids = {id(m) for m in sandboxed.values()}
+        self._sandboxed_dicts = {id(m.__dict__) for m in sandboxed.values()}
+        self._sandboxed_names = frozenset(sandboxed)
+        self._host = host_objects
+        # The template objects a clone must not reach (filled by the first `clone`).
+        self._template_ids: set[int] = set()
+        # Classes to rebuild, bases first; functions and cells to rebuild: found once.
+        self._classes: list[type] = []
+        self._functions: list[types.FunctionType] = []
+        self._cells: list[types.CellType] = []
+        self._discover()
+
+    # -- what is shared ---------------------------------------------------------------
+
+    def _is_shared(self, obj: Any) -> bool:
+        """Whether `obj` is the same object in every run (never copied)."""
+        t = type(obj)
+        if t in _ATOMIC_TYPES or id(obj) in self._host:
+            return True
+        if t is _RestrictedProxy or t is RestrictedModule:
+            # A proxy over a host object (checked in `_discover` for modules).
+            return True
+        if isinstance(obj, types.ModuleType):
+            return id(obj) not in self._sandboxed_ids
+        if isinstance(obj, type):
+            return not self._defined_here(obj)
+        if isinstance(obj, types.FunctionType):
+            return id(obj.__globals__) not in self._sandboxed_dicts and not obj.__closure__
+        if isinstance(obj, enum.Enum):
+            return not self._defined_here(t)
+        if isinstance(obj, (tuple, frozenset)):
+            return all(self._is_shared(x) for x in obj)
+        module = getattr(t, "__module__", "") or ""
+        # Import-system objects (module specs, loaders) describe the module, not its state.
+        return module.startswith(("_frozen_importlib", "importlib"))
+
+    def _defined_here(self, cls: type) -> bool:
+        return getattr(cls, "__module__", None) in self._sandboxed_names and id(cls) not in self._host
+
+    # -- discovery (once per template) ---------------------------------------------------
+
+    def _discover(self) -> None:
+        for name, mod in self._sandboxed.items():
+            if type(mod) is RestrictedModule:
+                raise CloneUnsupported(f"module {name} is a restriction proxy of a sandboxed module")
+        seen: set[int] = set()
+        stack: list[Any] = [m.__dict__ for m in self._sandboxed.values()]
+        classes: list[type] = []
+        while stack:
+            obj = stack.pop()
+            if id(obj) in seen:
+                continue
+            seen.add(id(obj))
+            if isinstance(obj, types.ModuleType):
+                stack.append(obj.__dict__)
+                continue
+            if isinstance(obj, type):
+                self._check_class(obj)
+                classes.append(obj)
+                stack.extend(v for v in obj.__dict__.values() if not self._is_shared(v))
+                stack.extend(b for b in obj.__bases__ if not self._is_shared(b))
+                continue
+            if isinstance(obj, types.FunctionType):
+                self._functions.append(obj)
+            elif isinstance(obj, types.CellType):
+                self._cells.append(obj)
+            for ref in gc.get_referents(obj):
+                if not self._is_shared(ref) and id(ref) not in self._sandboxed_dicts:
+                    stack.append(ref)
+        self._template_ids = seen | self._sandboxed_ids | self._sandboxed_dicts
+        # Bases before subclasses.
+        self._classes = sorted(classes, key=lambda c: len(c.__mro__))
+
+    def _check_class(self, cls: type) -> None:
+        if type(cls) is not type:
+            raise CloneUnsupported(
+                f"class {cls.__qualname__} has metaclass {type(cls).__qualname__}"
+            )
+        if "__slots__" in cls.__dict__:
+            raise CloneUnsupported(f"class {cls.__qualname__} defines __slots__")
+        for base in cls.__mro__[1:]:
+            if base is not object and "__init_subclass__" in base.__dict__:
+                raise CloneUnsupported(
+                    f"class {cls.__qualname__}: base {base.__qualname__} has __init_subclass__"
+                )
+
+    # -- one run's copy ------------------------------------------------------------------
+
+    def clone(self) -> tuple[dict[str, types.ModuleType], dict[int, Any]]:
+        """A fresh copy of the sandboxed modules: (modules by name, template id -> copy)."""
+        memo: dict[int, Any] = {}
+        new_modules: dict[str, types.ModuleType] = {}
+        # Shells first, so that every reference, however deep, can be mapped.
+        for name, mod in self._sandboxed.items():
+            new = types.ModuleType(name)
+            new.__dict__["__builtins__"] = mod.__dict__.get("__builtins__", __builtins__)
+            memo[id(mod)] = new
+            memo[id(mod.__dict__)] = new.__dict__
+            new_modules[name] = new
+        for cell in self._cells:
+            memo[id(cell)] = types.CellType()
+        for cls in self._classes:
+            bases = tuple(memo.get(id(b), b) for b in cls.__bases__)
+            memo[id(cls)] = type(cls.__name__, bases, {"__module__": cls.__module__})
+        for fn in self._functions:
+            closure = None
+            if fn.__closure__:
+                closure = tuple(memo.get(id(c), c) for c in fn.__closure__)
+            memo[id(fn)] = types.FunctionType(
+                fn.__code__, memo.get(id(fn.__globals__), fn.__globals__), fn.__name__, None, closure
+            )
+        # Then the contents.
+        for cell in self._cells:
+            try:
+                contents = cell.cell_contents
+            except ValueError:  # an empty cell stays empty
+                continue
+            memo[id(cell)].cell_contents = self._copy(contents, memo)
+        for fn in self._functions:
+            new_fn = memo[id(fn)]
+            new_fn.__defaults__ = self._copy(fn.__defaults__, memo)
+            new_fn.__kwdefaults__ = self._copy(fn.__kwdefaults__, memo)
+            new_fn.__qualname__ = fn.__qualname__
+            new_fn.__module__ = fn.__module__
+            new_fn.__doc__ = fn.__doc__
+            new_fn.__annotations__ = self._copy(fn.__annotations__, memo)
+            new_fn.__dict__.update(self._copy(fn.__dict__, memo))
+        for cls in self._classes:
+            new_cls = memo[id(cls)]
+            for key, value in cls.__dict__.items():
+                if key in ("__dict__", "__weakref__", "__module__"):
+                    continue
+                setattr(new_cls, key, self._copy(value, memo))
+            new_cls.__qualname__ = cls.__qualname__
+        for name, mod in self._sandboxed.items():
+            target = new_modules[name].__dict__
+            for key, value in mod.__dict__.items():
+                target[key] = value if key in _SHARED_MODULE_KEYS else self._copy(value, memo)
+        return new_modules, memo
+
+    def _copy(self, obj: Any, memo: dict[int, Any]) -> Any:
+        found = memo.get(id(obj), memo)
+        if found is not memo:
+            return found
+        if self._is_shared(obj):
+            return obj
+        t = type(obj)
+        if t is list:
+            new_list: list[Any] = []
+            memo[id(obj)] = new_list
+            new_list.extend(self._copy(x, memo) for x in obj)
+            return new_list
+        if t is dict:
+            new_dict: dict[Any, Any] = {}
+            memo[id(obj)] = new_dict
+            for k, v in obj.items():
+                new_dict[self._copy(k, memo)] = self._copy(v, memo)
+            return new_dict
+        if t is set:
+            new_set = {self._copy(x, memo) for x in obj}
+            memo[id(obj)] = new_set
+            return new_set
+        if t is tuple:
+            new_tuple = tuple(self._copy(x, memo) for x in obj)
+            memo[id(obj)] = new_tuple
+            return new_tuple
+        if t is frozenset:
+            new_frozen = frozenset(self._copy(x, memo) for x in obj)
+            memo[id(obj)] = new_frozen
+            return new_frozen
+        if t is staticmethod or t is classmethod:
+            new_method = t(self._copy(obj.__func__, memo))
+            memo[id(obj)] = new_method
+            return new_method
+        if t is property:
+            new_prop = property(
+                self._copy(obj.fget, memo),
+                self._copy(obj.fset, memo),
+                self._copy(obj.fdel, memo),
+                obj.__doc__,
+            )
+            memo[id(obj)] = new_prop
+            return new_prop
+        if isinstance(obj, (type, types.FunctionType, types.ModuleType)):
+            # Every class, function and module to rebuild has a shell in the memo.
+            raise CloneUnsupported(f"{obj!r} was not found when the template was walked")
+        try:
+            return copy.deepcopy(obj, memo)
+        except Exception as err:
+            raise CloneUnsupported(f"cannot copy {t.__qualname__} object {obj!r}: {err}") from err
+
+    # -- proof -----------------------------------------------------------------------------
+
+    def verify(self, new_modules: Iterable[types.ModuleType]) -> None:
+        """Raise `CloneUnsupported` if any template object is reachable from a clone."""
+        seen: set[int] = set()
+        stack: list[Any] = [m.__dict__ for m in new_modules]
+        while stack:
+            obj = stack.pop()
+            if id(obj) in seen:
+                continue
+            seen.add(id(obj))
+            if id(obj) in self._template_ids:
+                raise CloneUnsupported(f"a run's copy still reaches the template's {obj!r:.200}")
+            if type(obj) is RestrictedModule or type(obj) is _RestrictedProxy:
+                target = _RestrictionState.from_proxy(obj).obj
+                if id(target) in self._template_ids:
+                    raise CloneUnsupported(f"a restriction proxy wraps the template's {target!r}")
+                continue
+            for ref in gc.get_referents(obj):
+                if id(ref) in self._template_ids:
+                    raise CloneUnsupported(
+                        f"a run's copy still reaches the template's {ref!r:.200}"
+                    )
+                if not self._is_host(ref):
+                    stack.append(ref)
+
+    def _is_host(self, obj: Any) -> bool:
+        """Whether `verify` can stop at `obj`: the host's, or a module (all clones are roots)."""
+        t = type(obj)
+        if t in _ATOMIC_TYPES or id(obj) in self._host:
+            return True
+        if t is _RestrictedProxy or t is RestrictedModule:
+            return False
+        if isinstance(obj, types.ModuleType):
+            return True
+        if isinstance(obj, type):
+            return not self._defined_here(obj)
+        module = getattr(t, "__module__", "") or ""
+        return module.startswith(("_frozen_importlib", "importlib"))
