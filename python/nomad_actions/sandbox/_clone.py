@@ -18,8 +18,12 @@ namespaces in which
   workflow definition) is copied (`copy.deepcopy`, with the rebuilt classes and functions in
   its memo so references point at the run's objects).
 
-What cannot be rebuilt faithfully this way (a class with a metaclass other than `type`, with
-`__slots__`, or whose base runs `__init_subclass__`; an object `deepcopy` cannot copy) raises
+A class that `type(...)` cannot rebuild faithfully (a metaclass other than `type`, such as
+pydantic models, enums and ABCs; `__slots__`; a base with `__init_subclass__`) is shared by
+all runs instead, as if its module were passed through: state that a run writes on such a
+class, or through its methods into module globals, is seen by later runs (the runner clones
+from a pristine copy, so the other functions and the module globals of later runs are not
+affected). `ModuleCloner.shared_classes` lists them. An object `deepcopy` cannot copy raises
 `CloneUnsupported`; the runner then uses temporalio's sandbox for that workflow class.
 `ModuleCloner.verify` walks a clone and proves that none of the template's own objects is
 reachable from it, which the runner checks once per workflow class.
@@ -28,11 +32,14 @@ reachable from it, which the runner checks once per workflow class.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime
 import decimal
 import enum
 import fractions
+import functools
 import gc
+import logging
 import re
 import types
 import typing
@@ -83,6 +90,9 @@ _ATOMIC_TYPES: tuple[type, ...] = (
     types.UnionType,
 )
 
+_LRU_WRAPPER = type(functools.lru_cache(maxsize=1)(lambda: None))
+_DATACLASS_PARAMS = type(dataclasses.dataclass(type("_Probe", (), {})).__dataclass_params__)
+
 # Module metadata that belongs to the import system, not to the module's state.
 _SHARED_MODULE_KEYS = frozenset({"__builtins__", "__spec__", "__loader__"})
 
@@ -96,8 +106,14 @@ class ModuleCloner:
             namespaces and the values in them); they are shared, never copied.
     """
 
-    def __init__(self, sandboxed: dict[str, types.ModuleType], host_objects: set[int]) -> None:
+    def __init__(
+        self,
+        sandboxed: dict[str, types.ModuleType],
+        host_objects: set[int],
+        forbidden: set[int] | None = None,
+    ) -> None:
         self._sandboxed = sandboxed
+        self._forbidden = forbidden or set()
         self._sandboxed_ids = {id(m) for m in sandboxed.values()}
         self._sandboxed_dicts = {id(m.__dict__) for m in sandboxed.values()}
         self._sandboxed_names = frozenset(sandboxed)
@@ -108,6 +124,8 @@ class ModuleCloner:
         self._classes: list[type] = []
         self._functions: list[types.FunctionType] = []
         self._cells: list[types.CellType] = []
+        # Classes defined in the sandboxed modules that are shared, not rebuilt: why.
+        self.shared_classes: dict[str, str] = {}
         self._discover()
 
     # -- what is shared ---------------------------------------------------------------
@@ -127,9 +145,25 @@ class ModuleCloner:
         if isinstance(obj, types.FunctionType):
             return id(obj.__globals__) not in self._sandboxed_dicts and not obj.__closure__
         if isinstance(obj, enum.Enum):
-            return not self._defined_here(t)
+            # Members of an enum: immutable singletons (an enum class is never rebuilt).
+            return True
         if isinstance(obj, (tuple, frozenset)):
             return all(self._is_shared(x) for x in obj)
+        if t is types.MappingProxyType:
+            # Read-only: shared when everything it shows is.
+            return all(self._is_shared(k) and self._is_shared(v) for k, v in obj.items())
+        if t is dataclasses.Field:
+            # A dataclass field's description; shared unless its default is run state.
+            return (
+                self._is_shared(obj.default)
+                and self._is_shared(obj.default_factory)
+                and self._is_shared(obj.metadata)
+            )
+        if t is _DATACLASS_PARAMS:
+            return True
+        if isinstance(obj, logging.Logger):
+            # Loggers are the host's (`logging` is passed through): one per name.
+            return True
         module = getattr(t, "__module__", "") or ""
         # Import-system objects (module specs, loaders) describe the module, not its state.
         return module.startswith(("_frozen_importlib", "importlib"))
@@ -155,7 +189,13 @@ class ModuleCloner:
                 stack.append(obj.__dict__)
                 continue
             if isinstance(obj, type):
-                self._check_class(obj)
+                why = self._clonable(obj)
+                if why is not None:
+                    # Shared by every run, as if passed through (see the module docstring).
+                    self.shared_classes[f"{obj.__module__}.{obj.__qualname__}"] = why
+                    self._host.add(id(obj))
+                    seen.discard(id(obj))
+                    continue
                 classes.append(obj)
                 stack.extend(v for v in obj.__dict__.values() if not self._is_shared(v))
                 stack.extend(b for b in obj.__bases__ if not self._is_shared(b))
@@ -164,25 +204,23 @@ class ModuleCloner:
                 self._functions.append(obj)
             elif isinstance(obj, types.CellType):
                 self._cells.append(obj)
-            for ref in gc.get_referents(obj):
+            for ref in _referents(obj):
                 if not self._is_shared(ref) and id(ref) not in self._sandboxed_dicts:
                     stack.append(ref)
-        self._template_ids = seen | self._sandboxed_ids | self._sandboxed_dicts
+        self._template_ids = seen | self._sandboxed_ids | self._sandboxed_dicts | self._forbidden
         # Bases before subclasses.
         self._classes = sorted(classes, key=lambda c: len(c.__mro__))
 
-    def _check_class(self, cls: type) -> None:
+    def _clonable(self, cls: type) -> str | None:
+        """Why `cls` cannot be rebuilt with `type(...)` (then it is shared), or None."""
         if type(cls) is not type:
-            raise CloneUnsupported(
-                f"class {cls.__qualname__} has metaclass {type(cls).__qualname__}"
-            )
+            return f"metaclass {type(cls).__qualname__}"
         if "__slots__" in cls.__dict__:
-            raise CloneUnsupported(f"class {cls.__qualname__} defines __slots__")
+            return "__slots__"
         for base in cls.__mro__[1:]:
             if base is not object and "__init_subclass__" in base.__dict__:
-                raise CloneUnsupported(
-                    f"class {cls.__qualname__}: base {base.__qualname__} has __init_subclass__"
-                )
+                return f"base {base.__qualname__} defines __init_subclass__"
+        return None
 
     # -- one run's copy ------------------------------------------------------------------
 
@@ -281,6 +319,25 @@ class ModuleCloner:
             )
             memo[id(obj)] = new_prop
             return new_prop
+        if t is dataclasses.Field:
+            new_field = copy.copy(obj)
+            memo[id(obj)] = new_field
+            new_field.default = self._copy(obj.default, memo)
+            new_field.default_factory = self._copy(obj.default_factory, memo)
+            new_field.metadata = types.MappingProxyType(self._copy(dict(obj.metadata), memo))
+            return new_field
+        if t is _LRU_WRAPPER:
+            # `deepcopy` returns an lru_cache wrapper itself; a run gets a new one (an
+            # empty cache, as after a re-import) around its copy of the function.
+            params = obj.cache_parameters()
+            new_cached = functools.lru_cache(maxsize=params["maxsize"], typed=params["typed"])(
+                self._copy(obj.__wrapped__, memo)
+            )
+            memo[id(obj)] = new_cached
+            for key, value in obj.__dict__.items():
+                if key != "__wrapped__":
+                    setattr(new_cached, key, self._copy(value, memo))
+            return new_cached
         if isinstance(obj, (type, types.FunctionType, types.ModuleType)):
             # Every class, function and module to rebuild has a shell in the memo.
             raise CloneUnsupported(f"{obj!r} was not found when the template was walked")
@@ -294,26 +351,26 @@ class ModuleCloner:
     def verify(self, new_modules: Iterable[types.ModuleType]) -> None:
         """Raise `CloneUnsupported` if any template object is reachable from a clone."""
         seen: set[int] = set()
-        stack: list[Any] = [m.__dict__ for m in new_modules]
+        stack: list[tuple[Any, str]] = [(m.__dict__, m.__name__) for m in new_modules]
         while stack:
-            obj = stack.pop()
+            obj, path = stack.pop()
             if id(obj) in seen:
                 continue
             seen.add(id(obj))
-            if id(obj) in self._template_ids:
-                raise CloneUnsupported(f"a run's copy still reaches the template's {obj!r:.200}")
             if type(obj) is RestrictedModule or type(obj) is _RestrictedProxy:
                 target = _RestrictionState.from_proxy(obj).obj
                 if id(target) in self._template_ids:
-                    raise CloneUnsupported(f"a restriction proxy wraps the template's {target!r}")
+                    raise CloneUnsupported(f"{path}: a restriction proxy of a template object")
                 continue
-            for ref in gc.get_referents(obj):
+            for ref in _referents(obj):
                 if id(ref) in self._template_ids:
                     raise CloneUnsupported(
-                        f"a run's copy still reaches the template's {ref!r:.200}"
+                        f"a run's copy still reaches the template's {ref!r:.120} "
+                        f"(via {path} -> {type(ref).__qualname__})"
                     )
                 if not self._is_host(ref):
-                    stack.append(ref)
+                    name = getattr(ref, "__qualname__", None) or type(ref).__qualname__
+                    stack.append((ref, f"{path} -> {name}"))
 
     def _is_host(self, obj: Any) -> bool:
         """Whether `verify` can stop at `obj`: the host's, or a module (all clones are roots)."""
@@ -328,3 +385,21 @@ class ModuleCloner:
             return not self._defined_here(obj)
         module = getattr(t, "__module__", "") or ""
         return module.startswith(("_frozen_importlib", "importlib"))
+
+    @property
+    def template_ids(self) -> set[int]:
+        """Ids of the template's own objects (none may be reachable from a copy)."""
+        return set(self._template_ids)
+
+    @property
+    def shared_ids(self) -> set[int]:
+        """Ids of the objects shared by all runs (the host's and the shared classes)."""
+        return set(self._host)
+
+
+def _referents(obj: Any) -> list[Any]:
+    """What `obj` refers to, for the walks: an lru_cache wrapper's cache internals (shared
+    sentinels, cached results) are not the function's state; its function and dict are."""
+    if type(obj) is _LRU_WRAPPER:
+        return [obj.__wrapped__, obj.__dict__]
+    return gc.get_referents(obj)

@@ -136,8 +136,19 @@ class _Template:
                         host_objects.add(id(d))
                         host_objects.update(id(v) for v in d.values())
         self.checked = frozenset(self.importer.modules_checked_for_restrictions)
-        self.cloner = ModuleCloner(sandboxed, host_objects)
-        # The proof, once per class: a copy reaches none of the template's objects.
+        # Runs are copied from a pristine copy of the template (the golden), never from the
+        # template itself: methods of shared classes (see `_clone`) still hold the template's
+        # globals, so whatever they write there never reaches the copies.
+        template_cloner = ModuleCloner(sandboxed, set(host_objects))
+        golden, memo = template_cloner.clone()
+        self.golden_cls: type = memo[id(self.cls)]
+        self._golden = golden
+        self.cloner = ModuleCloner(
+            golden, host_objects | template_cloner.shared_ids, template_cloner.template_ids
+        )
+        self.shared_classes = dict(template_cloner.shared_classes)
+        # The proof, once per class: a copy reaches neither the template's objects nor the
+        # golden's.
         new_modules, _ = self.cloner.clone()
         self.cloner.verify(new_modules.values())
 
@@ -152,7 +163,7 @@ class _Template:
         importer.import_func = importer._import
         # Parents hold their children as attributes: the copies already point at the
         # run's children (through the memo), host parents are untouched.
-        return importer, memo[id(self.cls)]
+        return importer, memo[id(self.golden_cls)]
 
 
 class SandboxRunner(WorkflowRunner):
