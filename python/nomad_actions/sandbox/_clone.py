@@ -127,6 +127,7 @@ class ModuleCloner:
         # Classes defined in the sandboxed modules that are shared, not rebuilt: why.
         self.shared_classes: dict[str, str] = {}
         self._discover()
+        self._make_plan()
 
     # -- what is shared ---------------------------------------------------------------
 
@@ -207,6 +208,7 @@ class ModuleCloner:
             for ref in _referents(obj):
                 if not self._is_shared(ref) and id(ref) not in self._sandboxed_dicts:
                     stack.append(ref)
+        self._walked = frozenset(seen)
         self._template_ids = seen | self._sandboxed_ids | self._sandboxed_dicts | self._forbidden
         # Bases before subclasses.
         self._classes = sorted(classes, key=lambda c: len(c.__mro__))
@@ -224,63 +226,123 @@ class ModuleCloner:
 
     # -- one run's copy ------------------------------------------------------------------
 
+    def _make_plan(self) -> None:
+        """What a clone copies and what it takes as it is: worked out once per template."""
+        walked = self._walked
+
+        def needs_copy(value: Any) -> bool:
+            return id(value) in walked or id(value) in self._sandboxed_ids
+
+        def flat(d: dict[str, Any]) -> bool:
+            return not any(needs_copy(v) or needs_copy(k) for k, v in d.items())
+
+        self._module_plans = []
+        for name, mod in self._sandboxed.items():
+            shared = {}
+            to_copy = []
+            for key, value in mod.__dict__.items():
+                if key in _SHARED_MODULE_KEYS or not needs_copy(value):
+                    shared[key] = value
+                else:
+                    to_copy.append((key, value))
+            self._module_plans.append((name, mod, shared, to_copy))
+        self._class_plans = []
+        for cls in self._classes:
+            shared = {}
+            to_copy = []
+            for key, value in cls.__dict__.items():
+                if key in ("__dict__", "__weakref__"):
+                    continue
+                if needs_copy(value):
+                    to_copy.append((key, value))
+                else:
+                    shared[key] = value
+            shared["__qualname__"] = cls.__qualname__
+            self._class_plans.append((cls, shared, to_copy))
+        self._function_plans = []
+        for fn in self._functions:
+            annotations = getattr(fn, "__annotations__", None)
+            self._function_plans.append(
+                (
+                    fn,
+                    fn.__defaults__ is not None and needs_copy(fn.__defaults__),
+                    fn.__kwdefaults__ is not None,
+                    bool(annotations) and not flat(annotations),
+                    bool(fn.__dict__),
+                )
+            )
+
     def clone(self) -> tuple[dict[str, types.ModuleType], dict[int, Any]]:
         """A fresh copy of the sandboxed modules: (modules by name, template id -> copy)."""
         memo: dict[int, Any] = {}
         new_modules: dict[str, types.ModuleType] = {}
-        # Shells first, so that every reference, however deep, can be mapped.
-        for name, mod in self._sandboxed.items():
+        # Shells first, so that every reference, however deep, can be mapped; the shared
+        # part of each namespace goes in at once (one C-level dict update).
+        for name, mod, shared, _ in self._module_plans:
             new = types.ModuleType(name)
-            new.__dict__["__builtins__"] = mod.__dict__.get("__builtins__", __builtins__)
+            new.__dict__.update(shared)
             memo[id(mod)] = new
             memo[id(mod.__dict__)] = new.__dict__
             new_modules[name] = new
         for cell in self._cells:
             memo[id(cell)] = types.CellType()
-        for cls in self._classes:
+        for cls, shared, _ in self._class_plans:
             bases = tuple(memo.get(id(b), b) for b in cls.__bases__)
-            memo[id(cls)] = type(cls.__name__, bases, {"__module__": cls.__module__})
-        for fn in self._functions:
-            closure = None
-            if fn.__closure__:
-                closure = tuple(memo.get(id(c), c) for c in fn.__closure__)
-            memo[id(fn)] = types.FunctionType(
-                fn.__code__, memo.get(id(fn.__globals__), fn.__globals__), fn.__name__, None, closure
+            memo[id(cls)] = type(cls.__name__, bases, dict(shared))
+        function_type = types.FunctionType
+        for fn, copy_defaults, _, _, _ in self._function_plans:
+            closure = fn.__closure__
+            if closure:
+                closure = tuple(memo.get(id(c), c) for c in closure)
+            new_fn = function_type(
+                fn.__code__,
+                memo.get(id(fn.__globals__), fn.__globals__),
+                fn.__name__,
+                None if copy_defaults else fn.__defaults__,
+                closure,
             )
-        # Then the contents.
+            new_fn.__qualname__ = fn.__qualname__
+            if new_fn.__module__ != fn.__module__:
+                new_fn.__module__ = fn.__module__
+            if new_fn.__doc__ is not fn.__doc__:
+                new_fn.__doc__ = fn.__doc__
+            memo[id(fn)] = new_fn
+        # Then the contents that are copied.
+        copy_ = self._copy
         for cell in self._cells:
             try:
                 contents = cell.cell_contents
             except ValueError:  # an empty cell stays empty
                 continue
-            memo[id(cell)].cell_contents = self._copy(contents, memo)
-        for fn in self._functions:
+            memo[id(cell)].cell_contents = copy_(contents, memo)
+        for fn, copy_defaults, copy_kwdefaults, copy_annotations, copy_dict in self._function_plans:
             new_fn = memo[id(fn)]
-            new_fn.__defaults__ = self._copy(fn.__defaults__, memo)
-            new_fn.__kwdefaults__ = self._copy(fn.__kwdefaults__, memo)
-            new_fn.__qualname__ = fn.__qualname__
-            new_fn.__module__ = fn.__module__
-            new_fn.__doc__ = fn.__doc__
-            new_fn.__annotations__ = self._copy(fn.__annotations__, memo)
-            new_fn.__dict__.update(self._copy(fn.__dict__, memo))
-        for cls in self._classes:
+            if copy_defaults:
+                new_fn.__defaults__ = copy_(fn.__defaults__, memo)
+            if copy_kwdefaults:
+                new_fn.__kwdefaults__ = copy_(fn.__kwdefaults__, memo)
+            if copy_annotations:
+                new_fn.__annotations__ = copy_(fn.__annotations__, memo)
+            elif fn.__annotations__:
+                new_fn.__annotations__ = dict(fn.__annotations__)
+            if copy_dict:
+                new_fn.__dict__.update(copy_(fn.__dict__, memo))
+        for cls, _, to_copy in self._class_plans:
             new_cls = memo[id(cls)]
-            for key, value in cls.__dict__.items():
-                if key in ("__dict__", "__weakref__", "__module__"):
-                    continue
-                setattr(new_cls, key, self._copy(value, memo))
-            new_cls.__qualname__ = cls.__qualname__
-        for name, mod in self._sandboxed.items():
-            target = new_modules[name].__dict__
-            for key, value in mod.__dict__.items():
-                target[key] = value if key in _SHARED_MODULE_KEYS else self._copy(value, memo)
+            for key, value in to_copy:
+                setattr(new_cls, key, copy_(value, memo))
+        for _, mod, _, to_copy in self._module_plans:
+            target = memo[id(mod)].__dict__
+            for key, value in to_copy:
+                target[key] = copy_(value, memo)
         return new_modules, memo
 
     def _copy(self, obj: Any, memo: dict[int, Any]) -> Any:
         found = memo.get(id(obj), memo)
         if found is not memo:
             return found
-        if self._is_shared(obj):
+        if id(obj) not in self._walked:
+            # Discovery walked everything that is not shared.
             return obj
         t = type(obj)
         if t is list:
