@@ -77,6 +77,8 @@ _ATOMIC_TYPES: tuple[type, ...] = (
     types.MethodDescriptorType,
     types.GetSetDescriptorType,
     types.MemberDescriptorType,
+    types.ClassMethodDescriptorType,
+    types.MethodWrapperType,
     datetime.timedelta,
     datetime.date,
     datetime.time,
@@ -148,6 +150,9 @@ class ModuleCloner:
         if isinstance(obj, enum.Enum):
             # Members of an enum: immutable singletons (an enum class is never rebuilt).
             return True
+        if isinstance(obj, (int, float, str, bytes)):
+            # Subclasses of immutable builtins (named constants such as `re`'s).
+            return True
         if isinstance(obj, (tuple, frozenset)):
             return all(self._is_shared(x) for x in obj)
         if t is types.MappingProxyType:
@@ -166,8 +171,16 @@ class ModuleCloner:
             # Loggers are the host's (`logging` is passed through): one per name.
             return True
         module = getattr(t, "__module__", "") or ""
-        # Import-system objects (module specs, loaders) describe the module, not its state.
-        return module.startswith(("_frozen_importlib", "importlib"))
+        # Import-system objects (module specs, loaders) describe the module, not its state;
+        # protobuf descriptors are immutable and registered in the process-wide pool.
+        if module == "typing" or module.startswith("temporalio.worker.workflow_sandbox"):
+            # typing's aliases and special forms are immutable; the second is the
+            # sandbox's own machinery (thread-local builtins captured at import time).
+            return True
+        return module.startswith(("_frozen_importlib", "importlib")) or (
+            module.startswith(("google._upb", "google.protobuf"))
+            and t.__name__.endswith("Descriptor")
+        )
 
     def _defined_here(self, cls: type) -> bool:
         return getattr(cls, "__module__", None) in self._sandboxed_names and id(cls) not in self._host
@@ -181,6 +194,8 @@ class ModuleCloner:
         seen: set[int] = set()
         stack: list[Any] = [m.__dict__ for m in self._sandboxed.values()]
         classes: list[type] = []
+        # Where each walked object was found, for error messages.
+        self._found_in: dict[int, Any] = {}
         while stack:
             obj = stack.pop()
             if id(obj) in seen:
@@ -205,8 +220,14 @@ class ModuleCloner:
                 self._functions.append(obj)
             elif isinstance(obj, types.CellType):
                 self._cells.append(obj)
-            for ref in _referents(obj):
+            if id(obj) in self._sandboxed_dicts:
+                # A module namespace: its import-system entries (loader, spec) are shared.
+                refs = [v for k, v in obj.items() if k not in _SHARED_MODULE_KEYS]
+            else:
+                refs = _referents(obj)
+            for ref in refs:
                 if not self._is_shared(ref) and id(ref) not in self._sandboxed_dicts:
+                    self._found_in.setdefault(id(ref), obj)
                     stack.append(ref)
         self._walked = frozenset(seen)
         self._template_ids = seen | self._sandboxed_ids | self._sandboxed_dicts | self._forbidden
@@ -259,6 +280,7 @@ class ModuleCloner:
                     shared[key] = value
             shared["__qualname__"] = cls.__qualname__
             self._class_plans.append((cls, shared, to_copy))
+        self._class_plan_by_id = {id(plan[0]): plan for plan in self._class_plans}
         self._function_plans = []
         for fn in self._functions:
             annotations = getattr(fn, "__annotations__", None)
@@ -286,9 +308,18 @@ class ModuleCloner:
             new_modules[name] = new
         for cell in self._cells:
             memo[id(cell)] = types.CellType()
-        for cls, shared, _ in self._class_plans:
-            bases = tuple(memo.get(id(b), b) for b in cls.__bases__)
-            memo[id(cls)] = type(cls.__name__, bases, dict(shared))
+        plans = self._class_plan_by_id
+
+        def make_class(cls: type) -> Any:
+            made = memo.get(id(cls))
+            if made is None:
+                # Bases first, whatever order discovery found them in.
+                bases = tuple(make_class(b) if id(b) in plans else b for b in cls.__bases__)
+                made = memo[id(cls)] = type(cls.__name__, bases, dict(plans[id(cls)][1]))
+            return made
+
+        for cls, _, _ in self._class_plans:
+            make_class(cls)
         function_type = types.FunctionType
         for fn, copy_defaults, _, _, _ in self._function_plans:
             closure = fn.__closure__
@@ -403,10 +434,47 @@ class ModuleCloner:
         if isinstance(obj, (type, types.FunctionType, types.ModuleType)):
             # Every class, function and module to rebuild has a shell in the memo.
             raise CloneUnsupported(f"{obj!r} was not found when the template was walked")
+        if (
+            getattr(t, "__module__", None) in self._sandboxed_names
+            and t.__reduce_ex__ is object.__reduce_ex__
+            and t.__reduce__ is object.__reduce__
+            and not hasattr(t, "__deepcopy__")
+        ):
+            # A plain instance of a sandboxed class: rebuilt here rather than by
+            # `deepcopy`, so that what it holds (functions, static methods, sentinels of
+            # sandboxed modules...) goes through this copier.
+            new_obj = self._copy_instance(obj, memo.get(id(t), t), memo)
+            if new_obj is not None:
+                return new_obj
         try:
             return copy.deepcopy(obj, memo)
         except Exception as err:
-            raise CloneUnsupported(f"cannot copy {t.__qualname__} object {obj!r}: {err}") from err
+            raise CloneUnsupported(
+                f"cannot copy {t.__qualname__} object {obj!r:.100}: {err} "
+                f"(found in {self._path(obj)})"
+            ) from err
+
+    def _copy_instance(self, obj: Any, new_t: type, memo: dict[int, Any]) -> Any:
+        try:
+            new_obj = object.__new__(new_t)
+        except TypeError:
+            return None
+        memo[id(obj)] = new_obj
+        state = getattr(obj, "__dict__", None)
+        if isinstance(state, dict):
+            new_obj.__dict__.update(self._copy(state, memo))
+        for klass in type(obj).__mro__:
+            slots = klass.__dict__.get("__slots__", ())
+            for name in (slots,) if isinstance(slots, str) else slots:
+                if name in ("__dict__", "__weakref__") or name.startswith("__"):
+                    continue
+                try:
+                    value = getattr(obj, name)
+                except AttributeError:
+                    continue
+                # (object.__setattr__: frozen dataclasses refuse setattr.)
+                object.__setattr__(new_obj, name, self._copy(value, memo))
+        return new_obj
 
     # -- proof -----------------------------------------------------------------------------
 
@@ -420,7 +488,11 @@ class ModuleCloner:
                 continue
             seen.add(id(obj))
             if type(obj) is RestrictedModule or type(obj) is _RestrictedProxy:
-                target = _RestrictionState.from_proxy(obj).obj
+                try:
+                    target = _RestrictionState.from_proxy(obj).obj
+                except RuntimeError:
+                    # A class made by subclassing a proxy (no state of its own to check).
+                    continue
                 if id(target) in self._template_ids:
                     raise CloneUnsupported(f"{path}: a restriction proxy of a template object")
                 continue
@@ -431,7 +503,10 @@ class ModuleCloner:
                         f"(via {path} -> {type(ref).__qualname__})"
                     )
                 if not self._is_host(ref):
-                    name = getattr(ref, "__qualname__", None) or type(ref).__qualname__
+                    try:
+                        name = getattr(ref, "__qualname__", None) or type(ref).__qualname__
+                    except Exception:  # a proxy (restricted or stateless)
+                        name = type(ref).__qualname__
                     stack.append((ref, f"{path} -> {name}"))
 
     def _is_host(self, obj: Any) -> bool:
@@ -447,6 +522,19 @@ class ModuleCloner:
             return not self._defined_here(obj)
         module = getattr(t, "__module__", "") or ""
         return module.startswith(("_frozen_importlib", "importlib"))
+
+    def _path(self, obj: Any) -> str:
+        """Where discovery found `obj`: the chain of containers up to a module namespace."""
+        names = []
+        for _ in range(40):
+            parent = self._found_in.get(id(obj))
+            if parent is None:
+                break
+            names.append(getattr(parent, "__qualname__", None) or type(parent).__qualname__)
+            obj = parent
+        if isinstance(obj, dict) and "__name__" in obj:
+            names.append(f"module {obj['__name__']}")
+        return " <- ".join(names)
 
     @property
     def template_ids(self) -> set[int]:

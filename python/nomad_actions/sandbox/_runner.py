@@ -135,22 +135,38 @@ class _Template:
                     if isinstance(d, dict):
                         host_objects.add(id(d))
                         host_objects.update(id(v) for v in d.values())
+        # One level further: the attributes of the host's classes (e.g. the default
+        # `SandboxRestrictions`) are the host's too.
+        for value_id_holder in [m for m in list(host_modules.values()) if id(m) in host_objects]:
+            d = getattr(value_id_holder, "__dict__", None)
+            if not isinstance(d, dict):
+                continue
+            for value in d.values():
+                if isinstance(value, type):
+                    host_objects.update(id(v) for v in value.__dict__.values())
         self.checked = frozenset(self.importer.modules_checked_for_restrictions)
         # Runs are copied from a pristine copy of the template (the golden), never from the
         # template itself: methods of shared classes (see `_clone`) still hold the template's
         # globals, so whatever they write there never reaches the copies.
-        template_cloner = ModuleCloner(sandboxed, set(host_objects))
-        golden, memo = template_cloner.clone()
-        self.golden_cls: type = memo[id(self.cls)]
-        self._golden = golden
-        self.cloner = ModuleCloner(
-            golden, host_objects | template_cloner.shared_ids, template_cloner.template_ids
-        )
-        self.shared_classes = dict(template_cloner.shared_classes)
-        # The proof, once per class: a copy reaches neither the template's objects nor the
-        # golden's.
-        new_modules, _ = self.cloner.clone()
-        self.cloner.verify(new_modules.values())
+        try:
+            template_cloner = ModuleCloner(sandboxed, set(host_objects))
+            golden, memo = template_cloner.clone()
+            # (The class itself, where its module is passed through.)
+            self.golden_cls: type = memo.get(id(self.cls), self.cls)
+            self._golden = golden
+            self.cloner = ModuleCloner(
+                golden, host_objects | template_cloner.shared_ids, template_cloner.template_ids
+            )
+            self.shared_classes = dict(template_cloner.shared_classes)
+            # The proof, once per class: a copy reaches neither the template's objects nor the
+            # golden's.
+            new_modules, _ = self.cloner.clone()
+            self.cloner.verify(new_modules.values())
+        except CloneUnsupported:
+            raise
+        except Exception as err:
+            # Anything unexpected while copying: this class keeps temporalio's sandbox.
+            raise CloneUnsupported(f"copying the template failed: {err!r}") from err
 
     def new_run(self) -> tuple[Importer, type]:
         """A run's importer (its own `sys.modules`) and its copy of the workflow class."""
@@ -163,7 +179,7 @@ class _Template:
         importer.import_func = importer._import
         # Parents hold their children as attributes: the copies already point at the
         # run's children (through the memo), host parents are untouched.
-        return importer, memo[id(self.golden_cls)]
+        return importer, memo.get(id(self.golden_cls), self.golden_cls)
 
 
 class SandboxRunner(WorkflowRunner):
