@@ -48,6 +48,7 @@ from temporalio.worker import (
     WorkflowInterceptorClassInput,
     WorkflowRunner,
 )
+
 from nomad_actions.sandbox import SandboxRunner
 
 __all__ = ["WorkflowBridge"]

@@ -39,8 +39,12 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 # What the sandbox tests import from upstream's test tree.
-WANTED = ("tests/__init__.py", "tests/helpers/", "tests/worker/__init__.py",
-          "tests/worker/workflow_sandbox/")
+WANTED = (
+    "tests/__init__.py",
+    "tests/helpers/",
+    "tests/worker/__init__.py",
+    "tests/worker/workflow_sandbox/",
+)
 ARCHIVE = "https://github.com/temporalio/sdk-python/archive/refs/tags/{version}.tar.gz"
 
 
@@ -72,9 +76,19 @@ def _from_tar(data: bytes, dest: Path) -> None:
 
 def _from_git(git_dir: Path, rev: str, dest: Path) -> None:
     data = subprocess.run(
-        ["git", "--git-dir", str(git_dir), "archive", "--format=tar", "--prefix=x/", rev,
-         *[w.rstrip("/") for w in WANTED]],
-        check=True, capture_output=True, timeout=120,
+        [
+            "git",
+            "--git-dir",
+            str(git_dir),
+            "archive",
+            "--format=tar",
+            "--prefix=x/",
+            rev,
+            *[w.rstrip("/") for w in WANTED],
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
     ).stdout
     _from_tar(data, dest)
 
@@ -83,7 +97,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", type=Path)
     parser.add_argument("--git-dir", type=Path)
-    parser.add_argument("--rev", default=None, help="git revision (default: the version tag, else HEAD)")
+    parser.add_argument(
+        "--rev", default=None, help="git revision (default: the version tag, else HEAD)"
+    )
     parser.add_argument("--no-download", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
     parser.add_argument("pytest_args", nargs="*")
@@ -97,8 +113,12 @@ def main() -> int:
         elif args.git_dir:
             rev = args.rev
             if rev is None:
-                tags = subprocess.run(["git", "--git-dir", str(args.git_dir), "tag", "-l", version],
-                                      capture_output=True, text=True, check=True).stdout.split()
+                tags = subprocess.run(
+                    ["git", "--git-dir", str(args.git_dir), "tag", "-l", version],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout.split()
                 rev = version if tags else "HEAD"
             _from_git(args.git_dir, rev, scratch)
             origin = f"{args.git_dir}@{rev}"
@@ -108,9 +128,11 @@ def main() -> int:
                 with urllib.request.urlopen(url, timeout=20) as resp:
                     _from_tar(resp.read(), scratch)
             except OSError as err:
-                print(f"SKIP: temporalio's sandbox tests for {version} cannot be fetched here "
-                      f"({url}: {err}); their sdist on PyPI has no tests/. "
-                      "Pass --source or --git-dir to run them.")
+                print(
+                    f"SKIP: temporalio's sandbox tests for {version} cannot be fetched here "
+                    f"({url}: {err}); their sdist on PyPI has no tests/. "
+                    "Pass --source or --git-dir to run them."
+                )
                 return 0
             origin = url
         else:
@@ -126,12 +148,44 @@ def main() -> int:
             "filterwarnings =\n    ignore::DeprecationWarning\n"
             "    ignore::pytest.PytestDeprecationWarning\n"
         )
-        print(f"==> temporalio {version} sandbox tests from {origin}, against nomad_actions.sandbox.SandboxRunner")
-        env = dict(os.environ, PYTHONPATH=str(scratch))
+        print(
+            f"==> temporalio {version} sandbox tests from {origin}, "
+            "against nomad_actions.sandbox.SandboxRunner"
+        )
+        # pytest-asyncio (the upstream tests are `async def`) goes into the scratch folder,
+        # not the venv: installed there it would change how the repository's own suite runs.
+        deps = scratch / "_deps"
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--target",
+                str(deps),
+                "pytest-asyncio>=0.23,<2",
+                "--no-deps",
+            ],
+            check=True,
+            timeout=300,
+        )
+        env = dict(os.environ, PYTHONPATH=f"{scratch}{os.pathsep}{deps}")
         return subprocess.run(
-            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rs",
-             "tests/worker/workflow_sandbox", *args.pytest_args],
-            cwd=scratch, env=env, check=False,
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-p",
+                "no:cacheprovider",
+                "-q",
+                "-rs",
+                "tests/worker/workflow_sandbox",
+                *args.pytest_args,
+            ],
+            cwd=scratch,
+            env=env,
+            check=False,
         ).returncode
     finally:
         if args.keep:

@@ -40,6 +40,7 @@ import fractions
 import functools
 import gc
 import logging
+import operator
 import re
 import types
 import typing
@@ -88,8 +89,6 @@ _ATOMIC_TYPES: tuple[type, ...] = (
     uuid.UUID,
     re.Pattern,
     typing.TypeVar,
-    types.GenericAlias,
-    types.UnionType,
 )
 
 _LRU_WRAPPER = type(functools.lru_cache(maxsize=1)(lambda: None))
@@ -150,6 +149,9 @@ class ModuleCloner:
         if isinstance(obj, enum.Enum):
             # Members of an enum: immutable singletons (an enum class is never rebuilt).
             return True
+        if t is types.GenericAlias or t is types.UnionType:
+            # `list[X]`, `X | Y`: immutable; shared unless they name a sandboxed class.
+            return all(self._is_shared(a) for a in obj.__args__)
         if isinstance(obj, (int, float, str, bytes)):
             # Subclasses of immutable builtins (named constants such as `re`'s).
             return True
@@ -173,7 +175,11 @@ class ModuleCloner:
         module = getattr(t, "__module__", "") or ""
         # Import-system objects (module specs, loaders) describe the module, not its state;
         # protobuf descriptors are immutable and registered in the process-wide pool.
-        if module == "typing" or module.startswith("temporalio.worker.workflow_sandbox"):
+        if module == "typing":
+            # typing's aliases and special forms are immutable: shared unless they name
+            # a class of the sandboxed modules (then copied, pointing at the run's class).
+            return all(self._is_shared(a) for a in getattr(obj, "__args__", ()) or ())
+        if module.startswith("temporalio.worker.workflow_sandbox"):
             # typing's aliases and special forms are immutable; the second is the
             # sandbox's own machinery (thread-local builtins captured at import time).
             return True
@@ -183,14 +189,18 @@ class ModuleCloner:
         )
 
     def _defined_here(self, cls: type) -> bool:
-        return getattr(cls, "__module__", None) in self._sandboxed_names and id(cls) not in self._host
+        return (
+            getattr(cls, "__module__", None) in self._sandboxed_names and id(cls) not in self._host
+        )
 
     # -- discovery (once per template) ---------------------------------------------------
 
     def _discover(self) -> None:
         for name, mod in self._sandboxed.items():
             if type(mod) is RestrictedModule:
-                raise CloneUnsupported(f"module {name} is a restriction proxy of a sandboxed module")
+                raise CloneUnsupported(
+                    f"module {name} is a restriction proxy of a sandboxed module"
+                )
         seen: set[int] = set()
         stack: list[Any] = [m.__dict__ for m in self._sandboxed.values()]
         classes: list[type] = []
@@ -399,6 +409,15 @@ class ModuleCloner:
             new_frozen = frozenset(self._copy(x, memo) for x in obj)
             memo[id(obj)] = new_frozen
             return new_frozen
+        if t is types.GenericAlias:
+            args = tuple(self._copy(a, memo) for a in obj.__args__)
+            new_alias = types.GenericAlias(self._copy(obj.__origin__, memo), args)
+            memo[id(obj)] = new_alias
+            return new_alias
+        if t is types.UnionType:
+            new_union = functools.reduce(operator.or_, (self._copy(a, memo) for a in obj.__args__))
+            memo[id(obj)] = new_union
+            return new_union
         if t is staticmethod or t is classmethod:
             new_method = t(self._copy(obj.__func__, memo))
             memo[id(obj)] = new_method
@@ -481,6 +500,8 @@ class ModuleCloner:
     def verify(self, new_modules: Iterable[types.ModuleType]) -> None:
         """Raise `CloneUnsupported` if any template object is reachable from a clone."""
         seen: set[int] = set()
+        new_modules = list(new_modules)
+        roots = {id(m.__dict__) for m in new_modules}
         stack: list[tuple[Any, str]] = [(m.__dict__, m.__name__) for m in new_modules]
         while stack:
             obj, path = stack.pop()
@@ -496,7 +517,12 @@ class ModuleCloner:
                 if id(target) in self._template_ids:
                     raise CloneUnsupported(f"{path}: a restriction proxy of a template object")
                 continue
-            for ref in _referents(obj):
+            if id(obj) in roots:
+                # A clone's namespace: its import-system entries are shared, not walked.
+                refs = [v for k, v in obj.items() if k not in _SHARED_MODULE_KEYS]
+            else:
+                refs = _referents(obj)
+            for ref in refs:
                 if id(ref) in self._template_ids:
                     raise CloneUnsupported(
                         f"a run's copy still reaches the template's {ref!r:.120} "

@@ -33,8 +33,8 @@ from temporalio.worker import (
     WorkflowInstance,
     WorkflowInstanceDetails,
     WorkflowRunner,
+    _command_aware_visitor,
 )
-from temporalio.worker import _command_aware_visitor
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 from temporalio.worker.workflow_sandbox._importer import Importer, _thread_local_sys_modules
 from temporalio.worker.workflow_sandbox._restrictions import RestrictionContext
@@ -128,13 +128,17 @@ class _Template:
         # but are reachable (e.g. `temporalio.workflow` via a proxy) are host objects too:
         # every module of the host's `sys.modules` that the sandbox shares.
         for name, mod in list(host_modules.items()):
-            if name not in sandboxed and mod is not None and id(mod) not in host_objects:
-                if self.importer.module_configured_passthrough(name):
-                    host_objects.add(id(mod))
-                    d = getattr(mod, "__dict__", None)
-                    if isinstance(d, dict):
-                        host_objects.add(id(d))
-                        host_objects.update(id(v) for v in d.values())
+            if (
+                name not in sandboxed
+                and mod is not None
+                and id(mod) not in host_objects
+                and self.importer.module_configured_passthrough(name)
+            ):
+                host_objects.add(id(mod))
+                d = getattr(mod, "__dict__", None)
+                if isinstance(d, dict):
+                    host_objects.add(id(d))
+                    host_objects.update(id(v) for v in d.values())
         # One level further: the attributes of the host's classes (e.g. the default
         # `SandboxRestrictions`) are the host's too.
         for value_id_holder in [m for m in list(host_modules.values()) if id(m) in host_objects]:
@@ -211,9 +215,9 @@ class SandboxRunner(WorkflowRunner):
             self._fallback.prepare_workflow(defn)
             return
         # As temporalio validates: create one instance with placeholder details.
-        from temporalio.worker.workflow_sandbox._runner import _fake_info
         from temporalio.api.common.v1.message_pb2 import Payloads
         from temporalio.api.failure.v1.message_pb2 import Failure
+        from temporalio.worker.workflow_sandbox._runner import _fake_info
 
         self.create_instance(
             WorkflowInstanceDetails(
@@ -334,7 +338,7 @@ def _reimport(typ: type[BaseException]) -> type[BaseException]:
     """`typ` as the sandbox sees it (a sandboxed module's copy of it, if it has one)."""
     path = typ.__qualname__.split(".")
     try:
-        found: Any = sys.modules[typ.__module__] if typ.__module__ in sys.modules else None
+        found: Any = sys.modules.get(typ.__module__)
         if found is None:
             found = builtins.__import__(typ.__module__, None, None, [path[0]], 0)
         for name in path:
