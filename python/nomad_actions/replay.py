@@ -28,6 +28,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from nomad_actions.client import ActionExecution, list_actions
 from nomad_actions.config import ConnectionConfig, get_config
 from nomad_actions.registry import get_actions, get_broken_entry_points, load_action
+from nomad_actions.sandbox import SandboxRunner
 
 __all__ = ["ReplayOutcome", "replay_actions"]
 
@@ -155,7 +156,8 @@ async def _replay(
 ) -> list[ReplayOutcome]:
     workflows, broken = _installed_workflows()
     client = await _connect(config)
-    runner: dict[str, Any] = {}
+    # Sandboxed replays run in the worker's default sandbox (`SandboxRunner`).
+    runner: dict[str, Any] = {"workflow_runner": SandboxRunner()}
     if not sandboxed:
         runner["workflow_runner"] = temporalio.worker.UnsandboxedWorkflowRunner()
     replayer = temporalio.worker.Replayer(

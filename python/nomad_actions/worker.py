@@ -244,7 +244,9 @@ class Worker:
             task from history.
         graceful_shutdown_timeout: on shutdown, how long running activities may finish
             before they are cancelled (seconds or timedelta).
-        sandboxed: run workflow code in temporalio's sandbox (upstream's default).
+        sandboxed: run workflow code sandboxed (upstream's default), in
+            `nomad_actions.sandbox.SandboxRunner`: temporalio's restrictions, the workflow
+            module imported once per workflow class.
         config: where to connect; default `nomad_actions.get_config()`.
         data_converter: a custom temporalio `DataConverter` (Python path); default the
             Pydantic JSON converter, decoded in Rust.

@@ -46,7 +46,8 @@ from temporalio.worker import (
     WorkflowInterceptorClassInput,
     WorkflowRunner,
 )
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
+
+from nomad_actions.sandbox import SandboxRunner
 
 from nomad_actions._core import Reply
 
@@ -82,7 +83,9 @@ class WorkflowBridge:
             workflows: Classes decorated with `@workflow.defn`; at most one dynamic.
             namespace: Namespace of the worker, reported in `workflow.info()`.
             task_queue: Task queue of the worker, reported in `workflow.info()`.
-            runner: Runner for sandboxed workflows. Defaults to `SandboxedWorkflowRunner()`.
+            runner: Runner for sandboxed workflows. Defaults to
+                `nomad_actions.sandbox.SandboxRunner()` (temporalio's restrictions, built once
+                per workflow class); temporalio's `SandboxedWorkflowRunner()` is selectable.
             unsandboxed_runner: Runner for `@workflow.defn(sandboxed=False)` workflows.
                 Defaults to `UnsandboxedWorkflowRunner()`.
             data_converter: Converter for workflow payloads and failures. Defaults to
@@ -100,7 +103,7 @@ class WorkflowBridge:
         """
         self._namespace = namespace
         self._task_queue = task_queue
-        self._runner = runner or SandboxedWorkflowRunner()
+        self._runner = runner or SandboxRunner()
         self._unsandboxed_runner = unsandboxed_runner or UnsandboxedWorkflowRunner()
         self._converter = data_converter or pydantic_data_converter
         if self._converter.external_storage is not None:

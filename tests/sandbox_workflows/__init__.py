@@ -1,0 +1,1 @@
+"""Workflow modules for tests/test_sandbox.py (sandboxed: not passed through)."""
