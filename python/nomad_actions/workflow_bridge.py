@@ -47,9 +47,8 @@ from temporalio.worker import (
     WorkflowRunner,
 )
 
-from nomad_actions.sandbox import SandboxRunner
-
 from nomad_actions._core import Reply
+from nomad_actions.sandbox import SandboxRunner
 
 __all__ = ["WorkflowBridge"]
 
