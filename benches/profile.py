@@ -10,13 +10,19 @@ workload `--loads` times while `py-spy record` samples it. Prints:
   (temporalio's sandbox, its workflow instance, nomad-actions' bridges, pydantic, protobuf,
   asyncio, ...): self = innermost frame of a known component, incl = any frame in it.
 
-Needs py-spy (`pip install py-spy` into the bench venv). Writes the collapsed stacks to
-benches/results/profile-<impl>-<mode>-<workload>.txt (open with any flamegraph viewer).
+It also counts the context switches of every thread (`/proc/<pid>/task/*/status`) per unit:
+voluntary switches are a thread blocking to wait for another (each hand-off of work between
+threads costs one on the waiting side, and a GIL wait costs one), involuntary ones are
+preemptions. `--switches-only` skips the sampler (no py-spy needed).
+
+Needs py-spy (`pip install py-spy` into the bench venv) unless `--switches-only`. Writes
+the collapsed stacks to benches/results/profile-<impl>-<mode>-<workload>.txt (open with any
+flamegraph viewer).
 With `--perf`, samples every thread with Linux `perf` instead and prints the share of CPU
 per shared object (our Rust `_core`, temporalio's Rust bridge, libpython, the kernel, ...).
 
 Usage: python benches/profile.py {ours,official} [--unsandboxed] [--workload single]
-           [--size 200] [--loads 3] [--rate 200] [--perf]
+           [--size 200] [--loads 3] [--rate 200] [--perf | --switches-only]
 """
 
 from __future__ import annotations
@@ -72,6 +78,25 @@ def thread_cpu(pid: int) -> dict[str, float]:
     return out
 
 
+def thread_switches(pid: int) -> dict[str, list[int]]:
+    """[voluntary, involuntary] context switches per thread name (live threads only)."""
+    out: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                name = f.read().strip()
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                status = f.read()
+        except FileNotFoundError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("voluntary_ctxt_switches:"):
+                out[name][0] += int(line.split()[1])
+            elif line.startswith("nonvoluntary_ctxt_switches:"):
+                out[name][1] += int(line.split()[1])
+    return out
+
+
 def component(stack: str) -> str:
     frames = stack.split(";")
     for frame in reversed(frames):
@@ -110,9 +135,12 @@ def main() -> None:
     parser.add_argument(
         "--perf", action="store_true", help="sample with `perf record` instead of py-spy"
     )
+    parser.add_argument(
+        "--switches-only", action="store_true", help="only CPU and context switches, no sampler"
+    )
     opts = parser.parse_args()
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    if not opts.perf and not Path(py_spy).exists():
+    if not opts.perf and not opts.switches_only and not Path(py_spy).exists():
         sys.exit("py-spy not found: pip install py-spy")
 
     from temporalio.client import Client
@@ -138,9 +166,14 @@ def main() -> None:
             else:
                 cmd = [py_spy, "record", "--pid", str(worker.pid), "--rate", str(opts.rate)]
                 cmd += ["--format", "raw", "--output", str(out), "--nonblocking", "--gil"]
-            spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            spy = (
+                None
+                if opts.switches_only
+                else subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            )
             time.sleep(1.0)
             before = thread_cpu(worker.pid)
+            switches_before = thread_switches(worker.pid)
             cpu, units = 0.0, 0
             for _ in range(opts.loads):
                 rep = await drive(client, workload, worker, opts.size, server_pid)
@@ -148,8 +181,10 @@ def main() -> None:
                 units += rep.units
                 print(f"  {rep.units / rep.seconds:.1f} {workload.unit}s/s", flush=True)
             after = thread_cpu(worker.pid)
-            spy.send_signal(2)
-            spy.wait(60)
+            switches_after = thread_switches(worker.pid)
+            if spy is not None:
+                spy.send_signal(2)
+                spy.wait(60)
         finally:
             worker.stop()
         print(
@@ -160,6 +195,21 @@ def main() -> None:
             delta = after[name] - before.get(name, 0)
             if delta > 0:
                 print(f"  {name:<20} {1000 * delta / units:7.3f}")
+        print(f"context switches per {workload.unit} (voluntary / involuntary, live threads):")
+        total = [0, 0]
+        for name, (vol, invol) in sorted(
+            switches_after.items(),
+            key=lambda kv: kv[1][0] - switches_before[kv[0]][0],
+            reverse=True,
+        ):
+            dv, di = vol - switches_before[name][0], invol - switches_before[name][1]
+            total[0] += dv
+            total[1] += di
+            if dv or di:
+                print(f"  {name:<20} {dv / units:8.1f} {di / units:8.1f}")
+        print(f"  {'all threads':<20} {total[0] / units:8.1f} {total[1] / units:8.1f}")
+        if opts.switches_only:
+            return
         if opts.perf:
             perf_report(perf_data, units, workload.unit)
             return

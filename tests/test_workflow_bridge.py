@@ -17,11 +17,11 @@ from temporalio.converter import DataConverter, PayloadCodec
 
 with workflow.unsafe.imports_passed_through():
     import pytest
-    from nomad_actions._core import Reply as NativeReply
     from pydantic import BaseModel
     from temporalio.contrib.pydantic import pydantic_data_converter
     from temporalio.worker import UnsandboxedWorkflowRunner
 
+    from nomad_actions._core import Reply as NativeReply
     from nomad_actions.workflow_bridge import WorkflowBridge
 
 CONVERTER = pydantic_data_converter.payload_converter
