@@ -226,6 +226,14 @@ fn is_transport_failure(status: &tonic::Status) -> bool {
     false
 }
 
+/// Whether a call failed because the connection broke under it (reset, closed by a proxy),
+/// not because the server answered: what [`EngineError::from_status`] reports as
+/// `ConnectKind::Lost`.
+pub fn connection_lost(status: &tonic::Status) -> bool {
+    matches!(status.code(), Code::Unknown | Code::Cancelled)
+        && (code_is_cancelled(status) || is_transport_failure(status))
+}
+
 fn code_is_cancelled(status: &tonic::Status) -> bool {
     status.code() == Code::Cancelled
 }

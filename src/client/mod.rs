@@ -69,6 +69,22 @@ fn payload_err(context: impl Into<String>) -> impl FnOnce(payload::PayloadError)
     move |source| EngineError::Payload { context, source }
 }
 
+/// Send a request that changes nothing (describe, list, count, query), once more if the
+/// connection broke under the first try. A connection reset by a proxy or the server shows
+/// only on the next call made over it, and by the time of the second try the channel has
+/// reconnected; a call that changes something (start, signal, cancel) is never resent.
+macro_rules! read_rpc {
+    ($svc:expr, $method:ident, $request:expr) => {{
+        let request = $request;
+        match $svc.$method(tonic::Request::new(request.clone())).await {
+            Err(status) if crate::errors::connection_lost(&status) => {
+                $svc.$method(tonic::Request::new(request)).await
+            }
+            other => other,
+        }
+    }};
+}
+
 /// The client for one configuration. Cheap to create: the connection is shared and lazy.
 #[derive(Clone, Debug)]
 pub struct Client {
@@ -151,9 +167,7 @@ impl Client {
             }),
         };
         let mut svc = self.conn().await?.workflow_service();
-        let resp = svc
-            .describe_workflow_execution(tonic::Request::new(request))
-            .await
+        let resp = read_rpc!(svc, describe_workflow_execution, request)
             .map_err(|s| {
                 EngineError::from_status(
                     "DescribeWorkflowExecution",
@@ -456,9 +470,7 @@ impl Client {
             ..Default::default()
         };
         let mut svc = self.conn().await?.workflow_service();
-        let resp = svc
-            .query_workflow(tonic::Request::new(request))
-            .await
+        let resp = read_rpc!(svc, query_workflow, request)
             .map_err(|s| {
                 EngineError::from_status(
                     "QueryWorkflow",
@@ -502,17 +514,15 @@ impl Client {
                 query: query.clone(),
             };
             let page = async {
-                svc.list_workflow_executions(tonic::Request::new(request))
-                    .await
-                    .map_err(|s| {
-                        EngineError::from_status(
-                            "ListWorkflowExecutions",
-                            s,
-                            "",
-                            &self.config.target(),
-                            &self.config.namespace,
-                        )
-                    })
+                read_rpc!(svc, list_workflow_executions, request).map_err(|s| {
+                    EngineError::from_status(
+                        "ListWorkflowExecutions",
+                        s,
+                        "",
+                        &self.config.target(),
+                        &self.config.namespace,
+                    )
+                })
             };
             let resp = bounded(&self.config, "ListWorkflowExecutions", page)
                 .await?
@@ -616,9 +626,7 @@ impl Client {
             query,
         };
         let mut svc = self.conn().await?.workflow_service();
-        let resp = svc
-            .list_workflow_executions(tonic::Request::new(request))
-            .await
+        let resp = read_rpc!(svc, list_workflow_executions, request)
             .map_err(|s| {
                 EngineError::from_status(
                     "ListWorkflowExecutions",
@@ -642,18 +650,15 @@ impl Client {
             query,
         };
         let mut svc = self.conn().await?.workflow_service();
-        let resp = svc
-            .count_workflow_executions(tonic::Request::new(request))
-            .await
-            .map_err(|s| {
-                EngineError::from_status(
-                    "CountWorkflowExecutions",
-                    s,
-                    "",
-                    &self.config.target(),
-                    &self.config.namespace,
-                )
-            })?;
+        let resp = read_rpc!(svc, count_workflow_executions, request).map_err(|s| {
+            EngineError::from_status(
+                "CountWorkflowExecutions",
+                s,
+                "",
+                &self.config.target(),
+                &self.config.namespace,
+            )
+        })?;
         Ok(resp.into_inner().count)
     }
 
@@ -663,18 +668,15 @@ impl Client {
             namespace: self.ns(),
         };
         let mut svc = self.conn().await?.operator_service();
-        let resp = svc
-            .list_search_attributes(tonic::Request::new(request))
-            .await
-            .map_err(|s| {
-                EngineError::from_status(
-                    "ListSearchAttributes",
-                    s,
-                    "",
-                    &self.config.target(),
-                    &self.config.namespace,
-                )
-            })?;
+        let resp = read_rpc!(svc, list_search_attributes, request).map_err(|s| {
+            EngineError::from_status(
+                "ListSearchAttributes",
+                s,
+                "",
+                &self.config.target(),
+                &self.config.namespace,
+            )
+        })?;
         Ok(resp.into_inner().custom_attributes)
     }
 
