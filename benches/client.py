@@ -26,6 +26,10 @@ import time
 import uuid
 from typing import Any
 
+# A local dev server without payload encryption: NOMAD's development mode (outside it our
+# client refuses to send unencrypted payloads without an API secret).
+os.environ.setdefault("NOMAD_SERVICES_MODE", "development")
+
 from bench_plugin.models import GreetInput
 from bench_plugin.workflows import SingleWorkflow
 from temporalio.client import Client
