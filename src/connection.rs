@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use pyo3::prelude::*;
 use temporalio_client::{
-    ClientTlsOptions, Connection, ConnectionOptions, RetryOptions, TlsOptions,
+    ClientTlsOptions, Connection, ConnectionOptions, GrpcCompression, RetryOptions, TlsOptions,
 };
 use tokio::sync::OnceCell;
 use url::Url;
@@ -51,6 +51,8 @@ pub struct ConnectionConfig {
     pub payload_codec_key: Option<String>,
     /// The `encryption-key-id` written with payloads encrypted with `payload_codec_key`.
     pub payload_codec_key_id: String,
+    /// gRPC body compression: `gzip`, `none`, or `auto` (see [`ConnectionConfig::compression`]).
+    pub grpc_compression: String,
 }
 
 impl ConnectionConfig {
@@ -68,6 +70,24 @@ impl ConnectionConfig {
             rpc_timeout_millis: 10_000,
             payload_codec_key: None,
             payload_codec_key_id: "default".to_string(),
+            grpc_compression: "auto".to_string(),
+        }
+    }
+
+    /// The compression this connection uses. `auto` (the default) compresses unless the
+    /// host is a loopback address: on one machine gzip saves no bandwidth and costs CPU on
+    /// both ends (it was the largest single item of the worker's Rust time, mostly zeroing
+    /// a fresh compressor state for every small request). sdk-core falls back to no
+    /// compression by itself when a server refuses gzip.
+    pub fn compression(&self) -> Result<GrpcCompression, EngineError> {
+        match self.grpc_compression.as_str() {
+            "gzip" => Ok(GrpcCompression::Gzip),
+            "none" => Ok(GrpcCompression::None),
+            "auto" if is_loopback(&self.host) => Ok(GrpcCompression::None),
+            "auto" => Ok(GrpcCompression::Gzip),
+            other => Err(EngineError::Config(format!(
+                "grpc_compression must be one of auto, gzip, none; got {other:?}"
+            ))),
         }
     }
 
@@ -125,8 +145,19 @@ impl ConnectionConfig {
             .retry_options(retry)
             // A single host: DNS load balancing only adds a resolver task.
             .dns_load_balancing(None)
+            .grpc_compression(self.compression()?)
             .build())
     }
+}
+
+/// Whether `host` names this machine: `localhost`, an IPv4 address in 127.0.0.0/8 or `::1`
+/// (no DNS lookup: a name that resolves to loopback elsewhere keeps compression).
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 type ConnectionSlot = Arc<OnceCell<Connection>>;
@@ -229,6 +260,32 @@ pub async fn bounded<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compression_is_off_on_loopback_unless_asked_for() {
+        let mut cfg = ConnectionConfig::plain("localhost", 7233);
+        for (host, mode, expected) in [
+            ("localhost", "auto", GrpcCompression::None),
+            ("127.0.0.1", "auto", GrpcCompression::None),
+            ("127.3.2.1", "auto", GrpcCompression::None),
+            ("::1", "auto", GrpcCompression::None),
+            ("[::1]", "auto", GrpcCompression::None),
+            ("temporal.example.org", "auto", GrpcCompression::Gzip),
+            ("10.0.0.5", "auto", GrpcCompression::Gzip),
+            ("localhost", "gzip", GrpcCompression::Gzip),
+            ("temporal.example.org", "none", GrpcCompression::None),
+        ] {
+            cfg.host = host.to_string();
+            cfg.grpc_compression = mode.to_string();
+            assert_eq!(cfg.compression().unwrap(), expected, "{host} {mode}");
+        }
+        cfg.grpc_compression = "zstd".to_string();
+        let err = cfg.compression().unwrap_err().to_string();
+        assert!(
+            err.contains("grpc_compression") && err.contains("\"zstd\""),
+            "{err}"
+        );
+    }
 
     #[test]
     fn target_uses_https_with_tls_or_api_key() {

@@ -11,7 +11,8 @@ the network does:
 - `reset`: every open connection is reset (RST), and so is every new one.
 - `delay`: forward, each chunk `delay` seconds late.
 
-`reset_connections()` resets the open connections once and keeps the mode.
+`reset_connections()` resets the open connections once and keeps the mode. `bytes_up` and
+`bytes_down` count what was forwarded to and from the target.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ class FaultProxy:
         self.delay = 0.0
         self.resets = 0
         self.accepted = 0
+        self.bytes_up = 0
+        self.bytes_down = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.base_events.Server | None = None
@@ -175,7 +178,8 @@ class FaultProxy:
         pair = (writer, up_writer)
         self._pairs.add(pair)
         await asyncio.gather(
-            self._pump(reader, up_writer, pair), self._pump(up_reader, writer, pair)
+            self._pump(reader, up_writer, pair, up=True),
+            self._pump(up_reader, writer, pair, up=False),
         )
         self._pairs.discard(pair)
         for end in (writer, up_writer):
@@ -187,6 +191,8 @@ class FaultProxy:
         src: asyncio.StreamReader,
         dst: asyncio.StreamWriter,
         pair: tuple[asyncio.StreamWriter, asyncio.StreamWriter | None],
+        *,
+        up: bool,
     ) -> None:
         try:
             while True:
@@ -201,6 +207,10 @@ class FaultProxy:
                 if pair not in self._pairs:
                     return
                 dst.write(data)
+                if up:
+                    self.bytes_up += len(data)
+                else:
+                    self.bytes_down += len(data)
                 await dst.drain()
         except (OSError, asyncio.IncompleteReadError):
             pass

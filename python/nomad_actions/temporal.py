@@ -101,6 +101,10 @@ def _connection_config(client: temporalio.client.Client, identity: str | None) -
         tls=tls,
         connect_timeout_millis=timeout_ms,
         identity=identity or client.identity or ConnectionConfig().identity,
+        # The client's own choice (temporalio compresses by default).
+        grpc_compression=(
+            "none" if svc.grpc_compression is temporalio.service.GrpcCompression.NONE else "gzip"
+        ),
     )
 
 

@@ -127,6 +127,7 @@ class ModuleCloner:
         self._cells: list[types.CellType] = []
         # Classes defined in the sandboxed modules that are shared, not rebuilt: why.
         self.shared_classes: dict[str, str] = {}
+        self._released = False
         self._discover()
         self._make_plan()
 
@@ -499,6 +500,8 @@ class ModuleCloner:
 
     def verify(self, new_modules: Iterable[types.ModuleType]) -> None:
         """Raise `CloneUnsupported` if any template object is reachable from a clone."""
+        if self._released:
+            raise RuntimeError("verify() after release(): the ids it checks are gone")
         seen: set[int] = set()
         new_modules = list(new_modules)
         roots = {id(m.__dict__) for m in new_modules}
@@ -561,6 +564,18 @@ class ModuleCloner:
         if isinstance(obj, dict) and "__name__" in obj:
             names.append(f"module {obj['__name__']}")
         return " <- ".join(names)
+
+    def release(self) -> None:
+        """Drops what only discovery and `verify` use, once the template is proven.
+
+        The sets of host and template object ids hold one int per value of every host
+        module (about 30,000, 3-5 MiB per workflow class, kept for the worker's lifetime
+        otherwise); `clone` works from the plans and the walked ids alone.
+        """
+        self._host = set()
+        self._template_ids = set()
+        self._forbidden = set()
+        self._released = True
 
     @property
     def template_ids(self) -> set[int]:

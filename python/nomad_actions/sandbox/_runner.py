@@ -166,6 +166,7 @@ class _Template:
             # golden's.
             new_modules, _ = self.cloner.clone()
             self.cloner.verify(new_modules.values())
+            self.cloner.release()
         except CloneUnsupported:
             raise
         except Exception as err:
