@@ -20,9 +20,12 @@ the collapsed stacks to benches/results/profile-<impl>-<mode>-<workload>.txt (op
 flamegraph viewer).
 With `--perf`, samples every thread with Linux `perf` instead and prints the share of CPU
 per shared object (our Rust `_core`, temporalio's Rust bridge, libpython, the kernel, ...).
+With `--gil-count`, counts GIL acquisitions instead: `perf stat` of a uprobe on libpython's
+`take_gil` (every thread that takes the GIL, after a release or a forced switch, passes
+through it; CPython 3.11 has no counter of its own). Needs root and uprobes.
 
 Usage: python benches/profile.py {ours,official} [--unsandboxed] [--workload single]
-           [--size 200] [--loads 3] [--rate 200] [--perf | --switches-only]
+           [--size 200] [--loads 3] [--rate 200] [--perf | --switches-only | --gil-count]
 """
 
 from __future__ import annotations
@@ -106,6 +109,34 @@ def component(stack: str) -> str:
     return "other"
 
 
+def gil_probe() -> str:
+    """The perf event of a uprobe on `take_gil` in this interpreter's libpython (added once;
+    needs root and uprobes). Every GIL acquisition of every thread passes through it."""
+    import sysconfig
+
+    lib = Path(sysconfig.get_config_var("LIBDIR")) / str(sysconfig.get_config_var("LDLIBRARY"))
+    listed = subprocess.run(["perf", "probe", "-l"], capture_output=True, text=True).stdout
+    for line in listed.splitlines():
+        if "take_gil" in line and str(lib) in line:
+            return line.split()[0]
+    added = subprocess.run(
+        ["perf", "probe", "-x", str(lib), "take_gil"], capture_output=True, text=True
+    )
+    for line in (added.stdout + added.stderr).splitlines():
+        if "-e " in line and "take_gil" in line:
+            return line.split("-e ", 1)[1].split()[0]
+    sys.exit(f"cannot add a perf uprobe on take_gil in {lib}: {added.stderr.strip()}")
+
+
+def gil_count(stat_file: Path) -> int:
+    """The event count `perf stat -x ,` wrote."""
+    for line in stat_file.read_text().splitlines():
+        fields = line.split(",")
+        if len(fields) > 2 and "take_gil" in fields[2] and fields[0].strip().isdigit():
+            return int(fields[0])
+    sys.exit(f"no take_gil count in {stat_file}: {stat_file.read_text()!r}")
+
+
 def perf_report(perf_data: Path, units: int, unit: str) -> None:
     """CPU per unit by thread name and shared object, from perf's cpu-clock samples."""
     cmd = ["perf", "report", "-i", str(perf_data), "--stdio", "--no-children", "-g", "none"]
@@ -138,9 +169,17 @@ def main() -> None:
     parser.add_argument(
         "--switches-only", action="store_true", help="only CPU and context switches, no sampler"
     )
+    parser.add_argument(
+        "--gil-count",
+        action="store_true",
+        help="count GIL acquisitions (a perf uprobe on libpython's take_gil), no sampler",
+    )
     opts = parser.parse_args()
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    if not opts.perf and not opts.switches_only and not Path(py_spy).exists():
+    no_sampler = opts.switches_only or opts.gil_count
+    gil_event = gil_probe() if opts.gil_count else ""
+    gil_stat = HERE / "results" / "gil-count.csv"
+    if not opts.perf and not no_sampler and not Path(py_spy).exists():
         sys.exit("py-spy not found: pip install py-spy")
 
     from temporalio.client import Client
@@ -160,7 +199,10 @@ def main() -> None:
         try:
             worker.wait_ready()
             await drive(client, workload, worker, workload.warmup, server_pid)
-            if opts.perf:
+            if opts.gil_count:
+                cmd = ["perf", "stat", "-x", ",", "-e", gil_event, "-p", str(worker.pid)]
+                cmd += ["-o", str(gil_stat)]
+            elif opts.perf:
                 cmd = ["perf", "record", "-e", "cpu-clock", "-F", str(PERF_HZ), "-g"]
                 cmd += ["-p", str(worker.pid), "-o", str(perf_data)]
             else:
@@ -208,6 +250,10 @@ def main() -> None:
             if dv or di:
                 print(f"  {name:<20} {dv / units:8.1f} {di / units:8.1f}")
         print(f"  {'all threads':<20} {total[0] / units:8.1f} {total[1] / units:8.1f}")
+        if opts.gil_count:
+            count = gil_count(gil_stat)
+            print(f"GIL acquisitions (take_gil calls) per {workload.unit}: {count / units:.1f}")
+            return
         if opts.switches_only:
             return
         if opts.perf:
