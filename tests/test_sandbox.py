@@ -6,6 +6,7 @@ installed plugin's workflows run on its copy path (none falls back to temporalio
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 import subprocess
 import sys
@@ -15,6 +16,11 @@ from collections.abc import Iterator
 import pytest
 from temporalio.client import Client
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
+from temporalio.worker.workflow_sandbox._importer import (
+    _get_thread_local_builtin,
+    _thread_local_import,
+    _thread_local_sys_modules,
+)
 
 from nomad_actions.sandbox import SandboxRunner
 from nomad_actions.temporal import Worker
@@ -72,6 +78,12 @@ def test_no_run_sees_another_runs_module_state(server: DevServer) -> None:
             assert await asyncio.wait_for(handle.result(), 30) == _pristine("later")
         # The copy path ran (not temporalio's sandbox as a fallback).
         assert runner.fallback_reasons == {}
+        # Every activation undid its overrides: the host's modules and builtins are back.
+        assert type(sys.modules) is dict
+        assert builtins.__import__ is _thread_local_import.orig
+        assert builtins.isinstance is _get_thread_local_builtin("isinstance").orig
+        assert _thread_local_sys_modules.applied_counter == 0
+        assert _thread_local_import.applied_counter == 0
 
     asyncio.run(main())
 
