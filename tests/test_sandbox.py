@@ -45,6 +45,8 @@ def _pristine(tag: str) -> dict:
         "config_tags": [],
         "default_arg": [tag],
         "class_attr": None,
+        "registry": [],
+        "settings": [],
         "counter_after": 1,
         "items_after": [tag, f"{tag}-helper"],
     }

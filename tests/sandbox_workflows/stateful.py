@@ -6,6 +6,7 @@ interleaved one) must see the pristine values again.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import ClassVar
 
@@ -41,6 +42,26 @@ class Config:
     tags: ClassVar[list[str]] = []
 
 
+class Registry:
+    """A plain class whose module-level instance holds run state in its `__dict__`."""
+
+    def __init__(self) -> None:
+        self.entries: list[str] = []
+
+
+REGISTRY = Registry()
+
+
+@dataclasses.dataclass
+class Settings:
+    """A dataclass instance at module level, with a mutable field."""
+
+    names: list[str] = dataclasses.field(default_factory=list)
+
+
+SETTINGS = Settings()
+
+
 def default_arg(value: str, acc: list[str] = []) -> list[str]:  # noqa: B006
     acc.append(value)
     return list(acc)
@@ -65,6 +86,8 @@ class LeakWorkflow:
             "config_tags": list(Config.tags),
             "default_arg": default_arg(tag),
             "class_attr": getattr(LeakWorkflow, "marker", None),
+            "registry": list(REGISTRY.entries),
+            "settings": list(SETTINGS.names),
         }
         COUNTER += 1
         ITEMS.append(tag)
@@ -73,6 +96,8 @@ class LeakWorkflow:
         Config.level += 1
         Config.tags.append(tag)
         LeakWorkflow.marker = tag
+        REGISTRY.entries.append(tag)
+        SETTINGS.names.append(tag)
         # Wait, so that several runs are open at once (interleaving on the cache).
         await workflow.wait_condition(lambda: self._go)
         seen["counter_after"] = COUNTER

@@ -454,15 +454,13 @@ class ModuleCloner:
         if isinstance(obj, (type, types.FunctionType, types.ModuleType)):
             # Every class, function and module to rebuild has a shell in the memo.
             raise CloneUnsupported(f"{obj!r} was not found when the template was walked")
-        if (
-            getattr(t, "__module__", None) in self._sandboxed_names
-            and t.__reduce_ex__ is object.__reduce_ex__
-            and t.__reduce__ is object.__reduce__
-            and not hasattr(t, "__deepcopy__")
+        if _plain_type(t) and (
+            getattr(t, "__module__", None) in self._sandboxed_names or dataclasses.is_dataclass(t)
         ):
-            # A plain instance of a sandboxed class: rebuilt here rather than by
-            # `deepcopy`, so that what it holds (functions, static methods, sentinels of
-            # sandboxed modules...) goes through this copier.
+            # A plain instance of a sandboxed class, or a dataclass (temporalio's workflow
+            # definitions, retry policies): rebuilt here rather than by `deepcopy`, so that
+            # what it holds (functions, static methods, sentinels of sandboxed modules...)
+            # goes through this copier, and at a fifth of deepcopy's cost.
             new_obj = self._copy_instance(obj, memo.get(id(t), t), memo)
             if new_obj is not None:
                 return new_obj
@@ -482,7 +480,12 @@ class ModuleCloner:
         memo[id(obj)] = new_obj
         state = getattr(obj, "__dict__", None)
         if isinstance(state, dict):
-            new_obj.__dict__.update(self._copy(state, memo))
+            # Value by value: discovery walked the values (`gc.get_referents` of an
+            # instance whose dict is not materialized yet yields them, not the dict), so
+            # the dict itself may be unknown to `_copy`, which would then share it whole.
+            new_state = new_obj.__dict__
+            for key, value in state.items():
+                new_state[key] = self._copy(value, memo)
         for klass in type(obj).__mro__:
             slots = klass.__dict__.get("__slots__", ())
             for name in (slots,) if isinstance(slots, str) else slots:
@@ -586,6 +589,28 @@ class ModuleCloner:
     def shared_ids(self) -> set[int]:
         """Ids of the objects shared by all runs (the host's and the shared classes)."""
         return set(self._host)
+
+
+_HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class made by a class statement (or C-API spec)
+_plain_types: dict[type, bool] = {}
+
+
+def _plain_type(t: type) -> bool:
+    """Whether `deepcopy` would copy instances of `t` as `__new__` + a copy of their
+    `__dict__` (and slots): no custom copy or pickle hooks, and no builtin base (list,
+    dict, ...) whose contents live outside `__dict__`."""
+    plain = _plain_types.get(t)
+    if plain is None:
+        plain = (
+            t.__reduce_ex__ is object.__reduce_ex__
+            and t.__reduce__ is object.__reduce__
+            and getattr(t, "__getstate__", object.__getstate__) is object.__getstate__
+            and not hasattr(t, "__setstate__")
+            and not hasattr(t, "__deepcopy__")
+            and all(b.__flags__ & _HEAPTYPE for b in t.__mro__[:-1])
+        )
+        _plain_types[t] = plain
+    return plain
 
 
 def _referents(obj: Any) -> list[Any]:
