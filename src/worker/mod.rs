@@ -9,6 +9,7 @@
 //! the core worker is finalized.
 
 mod activities;
+mod deadlines;
 mod health;
 mod python_threads;
 mod registry;

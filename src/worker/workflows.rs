@@ -1,10 +1,11 @@
 //! Workflow activations: poll from core, run through the Python workflow bridge on one of
 //! the worker's Python threads, complete with the bytes it replies. The deadlock timeout of
-//! an activation lives here too, in its [`Reply`]: the timer builds the failed completion and
-//! interrupts the stuck thread (through `pyo3::ffi`); Python is called only to capture the
-//! thread's stack and forget the run.
+//! an activation lives here too, in its [`Reply`] (timed by [`super::deadlines`]): the timer
+//! builds the failed completion and interrupts the stuck thread (through `pyo3::ffi`);
+//! Python is called only to capture the thread's stack and forget the run.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use prost::Message;
 use pyo3::prelude::*;
@@ -20,11 +21,13 @@ use temporalio_sdk_core::{PollError, Worker as CoreWorker};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
+use super::deadlines::{Deadlines, Key};
 use super::python_threads::{self, PythonThreads};
 use crate::codec::FernetCodec;
 use crate::errors::EngineError;
 use crate::interrupt::interrupt_thread;
-use crate::runtime::runtime;
+
+const YEAR_SECONDS: f64 = 365.0 * 86_400.0;
 
 /// A failed completion for `run_id`: core fails the workflow task, evicts the run and the
 /// server retries the task (replaying from history).
@@ -66,7 +69,7 @@ struct Watch {
     abandoned: bool,
     /// The Python thread ident of the thread running the activation.
     thread: u64,
-    timer: Option<tokio::task::AbortHandle>,
+    timer: Option<(Arc<Deadlines>, Key)>,
 }
 
 /// What the timer needs to answer for an activation that overran the deadlock timeout.
@@ -250,18 +253,17 @@ impl Reply {
             on_deadlock,
             interrupt,
         };
-        let timer = runtime().spawn(async move {
-            tokio::time::sleep(std::time::Duration::from_secs_f64(timeout)).await;
-            // The GIL may take a while with a busy workflow: not on a runtime worker thread.
-            let _ = tokio::task::spawn_blocking(move || {
-                Python::attach(|py| reply.get().overran(py, &overrun));
-            })
-            .await;
+        // (At most a year: an `Instant` that far ahead is as good as never.)
+        let after = Duration::from_secs_f64(timeout.min(YEAR_SECONDS));
+        let deadlines = Deadlines::get();
+        // Fires on a thread of its own, which may wait a while for the GIL.
+        let key = deadlines.add(after, move || {
+            Python::attach(|py| reply.get().overran(py, &overrun));
         });
         let mut watch = slf.get().lock_watch();
         watch.thread = thread;
-        if let Some(old) = watch.timer.replace(timer.abort_handle()) {
-            old.abort();
+        if let Some((old_deadlines, old)) = watch.timer.replace((deadlines, key)) {
+            old_deadlines.cancel(old);
         }
         Ok(())
     }
@@ -272,8 +274,8 @@ impl Reply {
     fn close(&self) -> bool {
         let mut watch = self.lock_watch();
         watch.closed = true;
-        if let Some(timer) = watch.timer.take() {
-            timer.abort();
+        if let Some((deadlines, key)) = watch.timer.take() {
+            deadlines.cancel(key);
         }
         if watch.abandoned {
             // The GIL is held: this is a Python method call. Clearing cannot fail.
