@@ -319,6 +319,25 @@ def test_json_text_args_without_hints_are_plain_values(
     }
 
 
+def test_results_without_json_text_fail_as_before(
+    bridge_factory: Callable[..., ActivityBridge], recorder: Recorder
+) -> None:
+    @activity.defn
+    def opaque() -> Any:
+        return object()
+
+    @activity.defn
+    def nothing() -> None:
+        return None
+
+    bridge = bridge_factory([opaque, nothing])
+    with pytest.raises(pydantic_core.PydanticSerializationError) as err:
+        pydantic_core.to_jsonable_python(object())
+    assert failure_of(run(bridge, recorder, "opaque", [])).message == str(err.value)
+    # None stays binary/null (Rust writes it for {"result": None}).
+    assert run(bridge, recorder, "nothing", []) == {"result": None}
+
+
 def test_unannotated_optional_and_bytes(
     bridge_factory: Callable[..., ActivityBridge], recorder: Recorder
 ) -> None:

@@ -6,8 +6,8 @@ each task to :class:`ActivityBridge` with a reply object. The bridge converts th
 the activity's parameter types, runs the unchanged ``temporalio`` activity (``async def`` on
 one event loop thread, ``def`` on a bounded thread pool) with temporalio's activity context
 set, and reports exactly one outcome per started task through that reply
-(``reply(outcome) -> bool``; Rust refuses a second answer, or one for a task it already failed at shutdown).
-Rust owns the registry of running tasks and the shutdown timer: it calls
+(``reply(outcome) -> bool``; Rust refuses a second answer, or one for a task it already
+failed at shutdown). Rust owns the registry of running tasks and the shutdown timer: it calls
 :meth:`ActivityBridge.begin_shutdown`, later :meth:`ActivityBridge.cancel` with
 ``worker_shutdown``, and fails what still does not answer.
 
