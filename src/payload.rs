@@ -5,7 +5,9 @@
 //! (compact JSON, field order kept, as `pydantic_core.to_json` writes it) and
 //! `binary/null` for `None`. The Python side turns models and dataclasses into
 //! JSON-compatible values first (`TypeAdapter.dump_python(mode="json")`), so only
-//! dicts, lists, strings, numbers, booleans and `None` cross here.
+//! dicts, lists, strings, numbers, booleans and `None` cross here; or, for activity
+//! arguments and results, JSON text, which [`check_json`] accepts exactly where
+//! [`from_payload`] would decode it.
 
 use std::cell::Cell;
 use std::collections::HashMap;
