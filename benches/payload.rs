@@ -3,6 +3,10 @@
 //! For a 1 kB and a 1 MB JSON document (NOMAD-like: ids, formulas, energies, positions):
 //! - `encode`: `serde_json::Value` -> `Payload` (`json/plain`) -> protobuf bytes;
 //! - `decode`: protobuf bytes -> `Payload` -> `serde_json::Value`;
+//! - `scan`: protobuf bytes -> `Payload` -> the check of its JSON text that replaces `decode`
+//!   for activity arguments (`check_or_decode`: no `Value` built; the text goes to pydantic);
+//! - `encode_text`: a result's JSON text (what `pydantic_core.to_json` wrote) checked and put
+//!   in a `Payload` as it is -> protobuf bytes, replacing `from_python` + `encode` for results;
 //! - `to_python` / `from_python`: the `Value` <-> Python object step at the pyo3 boundary
 //!   (pythonize), which the worker adds for every activity argument and result.
 //!
@@ -10,7 +14,9 @@
 
 use std::hint::black_box;
 
-use _core::payload::{Json, from_payload, to_payload};
+use _core::payload::{
+    Checked, Json, check_json, check_or_decode, from_payload, json_text_payload, to_payload,
+};
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use prost::Message;
 use pyo3::prelude::*;
@@ -54,6 +60,24 @@ fn bench_payload(c: &mut Criterion) {
         });
         group.bench_with_input(BenchmarkId::new("decode", name), &bytes, |b, data| {
             b.iter(|| from_payload(&Payload::decode(black_box(data.as_slice())).unwrap()).unwrap())
+        });
+        group.bench_with_input(BenchmarkId::new("scan", name), &bytes, |b, data| {
+            b.iter(|| {
+                let payload = Payload::decode(black_box(data.as_slice())).unwrap();
+                assert_eq!(check_or_decode(&payload).unwrap(), Checked::JsonText);
+                payload
+            })
+        });
+        let text = serde_json::to_vec(&value).unwrap();
+        group.bench_with_input(BenchmarkId::new("encode_text", name), &text, |b, text| {
+            b.iter_batched(
+                || text.clone(),
+                |text| {
+                    check_json(black_box(&text)).unwrap();
+                    json_text_payload(text).encode_to_vec()
+                },
+                BatchSize::LargeInput,
+            )
         });
     }
     group.finish();

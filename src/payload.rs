@@ -5,8 +5,11 @@
 //! (compact JSON, field order kept, as `pydantic_core.to_json` writes it) and
 //! `binary/null` for `None`. The Python side turns models and dataclasses into
 //! JSON-compatible values first (`TypeAdapter.dump_python(mode="json")`), so only
-//! dicts, lists, strings, numbers, booleans and `None` cross here.
+//! dicts, lists, strings, numbers, booleans and `None` cross here; or, for activity
+//! arguments and results, JSON text, which [`check_json`] accepts exactly where
+//! [`from_payload`] would decode it.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 
 use pyo3::prelude::*;
@@ -14,6 +17,7 @@ use pyo3::types::{
     PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PyMapping,
     PySequence, PySet, PyString, PyTuple,
 };
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
 use temporalio_common::protos::temporal::api::common::v1::{Payload, Payloads};
@@ -327,6 +331,123 @@ pub fn from_payload(payload: &Payload) -> Result<Value, PayloadError> {
     }
 }
 
+/// What an activity argument payload crosses to Python as (see [`check_or_decode`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Checked {
+    /// The payload is `json/plain` and its data passed [`check_json`]: the data itself goes
+    /// across (as `bytes`), for pydantic to parse once, straight into the parameter type.
+    JsonText,
+    /// Any other encoding, decoded as [`from_payload`] does.
+    Value(Value),
+}
+
+/// Like [`from_payload`], but a `json/plain` payload is only checked ([`check_json`]), not
+/// built into a value. Its failures are exactly [`from_payload`]'s: on a refusal the payload
+/// is decoded the old way, whose error is the one reported (refusals are rare, so the
+/// second parse costs nothing on the common path).
+pub fn check_or_decode(payload: &Payload) -> Result<Checked, PayloadError> {
+    let is_json = payload
+        .metadata
+        .get(ENCODING_KEY)
+        .is_some_and(|e| e.as_slice() == JSON_PLAIN);
+    if is_json && check_json(&payload.data).is_ok() {
+        return Ok(Checked::JsonText);
+    }
+    from_payload(payload).map(Checked::Value)
+}
+
+/// Accept exactly the JSON texts that [`from_payload`] decodes for `json/plain` (syntax,
+/// UTF-8, escapes and lone surrogates, serde_json's nesting limit, numbers it can hold,
+/// integers within 64 bits), without building a value: serde_json parses `data` with a
+/// visitor that keeps nothing.
+pub fn check_json(data: &[u8]) -> Result<(), PayloadError> {
+    let saw_float = Cell::new(false);
+    let mut de = serde_json::Deserializer::from_slice(data);
+    Check(&saw_float).deserialize(&mut de)?;
+    de.end()?;
+    // As in `from_payload`: an integer beyond 64 bits is read as a float, so only then is
+    // the text scanned for one.
+    if saw_float.get()
+        && let Some(literal) = out_of_range_integer(data)
+    {
+        return Err(PayloadError::IntegerOutOfRange(literal));
+    }
+    Ok(())
+}
+
+/// The visitor of [`check_json`]: visits every value (serde_json checks each as it would
+/// for a `Value`) and notes whether any number was read as a float.
+#[derive(Clone, Copy)]
+struct Check<'a>(&'a Cell<bool>);
+
+impl<'de> DeserializeSeed<'de> for Check<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        // `deserialize_any`, not `deserialize_ignored_any`: serde_json skips ignored values
+        // without checking UTF-8, surrogates or its nesting limit.
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Check<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        self.0.set(true);
+        Ok(())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(self)?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while map.next_key_seed(self)?.is_some() {
+            map.next_value_seed(self)?;
+        }
+        Ok(())
+    }
+}
+
+/// The `json/plain` payload for JSON text that passed [`check_json`] (an activity result
+/// written by `pydantic_core.to_json`); `null` is `binary/null`, as [`to_payload`] writes it.
+pub fn json_text_payload(data: Vec<u8>) -> Payload {
+    if data == b"null" {
+        return to_payload(&Value::Null);
+    }
+    Payload {
+        metadata: HashMap::from([(ENCODING_KEY.to_string(), JSON_PLAIN.to_vec())]),
+        data,
+        ..Default::default()
+    }
+}
+
 fn has_float(value: &Value) -> bool {
     match value {
         Value::Number(n) => n.is_f64(),
@@ -470,6 +591,81 @@ mod tests {
         let value = from_payload(&payload).unwrap();
         assert_eq!(value["u"], json!(18446744073709551615u64));
         assert_eq!(value["f"], json!(1.5e300));
+    }
+
+    fn json_payload(data: &[u8]) -> Payload {
+        let mut payload = to_payload(&json!(1));
+        payload.data = data.to_vec();
+        payload
+    }
+
+    #[test]
+    fn check_accepts_and_refuses_what_from_payload_does() {
+        let deepest = serde_json::to_vec(&nested(MAX_DEPTH)).unwrap();
+        let too_deep = serde_json::to_vec(&nested(MAX_DEPTH + 1)).unwrap();
+        let cases: &[&[u8]] = &[
+            br#"{"a": [1, 2.5, true, null], "s": "\u00c5\ud83d\ude42", "e": 1e300}"#,
+            b" 7 ",
+            b"\"x\"",
+            br#"{"a":1,"a":2}"#,
+            b"-9223372036854775808",
+            b"18446744073709551615",
+            &deepest,
+            b"",
+            b"{not json",
+            b"[1,]",
+            b"1 2",
+            b"NaN",
+            b"1e400",
+            b"18446744073709551616",
+            br#"[1.5, 12345678901234567890123]"#,
+            br#""\ud800""#,
+            br#""bad \x escape""#,
+            b"\"\xff\"",
+            b"\"ctrl \x01\"",
+            &too_deep,
+        ];
+        for data in cases {
+            let payload = json_payload(data);
+            let text = String::from_utf8_lossy(data);
+            match (check_or_decode(&payload), from_payload(&payload)) {
+                (Ok(Checked::JsonText), Ok(_)) => assert!(check_json(data).is_ok()),
+                (Err(ours), Err(theirs)) => {
+                    assert!(check_json(data).is_err(), "{text}");
+                    assert_eq!(ours.to_string(), theirs.to_string(), "{text}");
+                }
+                (ours, theirs) => panic!("{text}: checked {ours:?}, decoded {theirs:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn check_or_decode_decodes_other_encodings() {
+        assert_eq!(
+            check_or_decode(&to_payload(&Value::Null)).unwrap(),
+            Checked::Value(Value::Null)
+        );
+        let mut payload = json_payload(b"text");
+        payload
+            .metadata
+            .insert(ENCODING_KEY.into(), BINARY_PLAIN.to_vec());
+        assert_eq!(
+            check_or_decode(&payload).unwrap(),
+            Checked::Value(json!("text"))
+        );
+        payload.metadata.clear();
+        assert!(matches!(
+            check_or_decode(&payload),
+            Err(PayloadError::MissingEncoding)
+        ));
+    }
+
+    #[test]
+    fn json_text_payloads_are_what_to_payload_writes() {
+        for value in [json!({"a": [1, "Å"]}), json!(1.5), json!("s"), Value::Null] {
+            let text = serde_json::to_vec(&value).unwrap();
+            assert_eq!(json_text_payload(text), to_payload(&value));
+        }
     }
 
     #[test]

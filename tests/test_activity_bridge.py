@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import pydantic_core
 import pytest
 import temporalio.api.common.v1
 import temporalio.api.failure.v1
@@ -69,11 +70,22 @@ OUTER_IN = {"inner": {"x": 1}, "items": [{"x": 2, "label": "two"}]}
 # --------------------------------------------------------------------------- harness
 
 
+def as_sent(outcome: dict) -> dict:
+    """The outcome as the value Rust sends: JSON text (``result_json``, with the value it
+    stands for) reads as ``{"result": value}``, the shape the assertions here compare."""
+    if "result_json" in outcome:
+        assert set(outcome) == {"result_json", "result_value"}, outcome
+        return {"result": json.loads(outcome["result_json"])}
+    return outcome
+
+
 class Recorder:
     """Thread-safe sink for the bridge's callbacks."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        #: Outcomes as the bridge reported them (`as_sent` in `outcomes`).
+        self.reported: dict[bytes, dict] = {}
         self.outcomes: dict[bytes, dict] = {}
         self.calls: list[bytes] = []
         self.heartbeats: dict[bytes, list[list]] = {}
@@ -86,7 +98,8 @@ class Recorder:
     def complete(self, token: bytes, outcome: dict) -> None:
         with self._lock:
             self.calls.append(token)
-            self.outcomes.setdefault(token, outcome)
+            self.reported.setdefault(token, outcome)
+            self.outcomes.setdefault(token, as_sent(outcome))
         self._event(token).set()
 
     def heartbeat(self, token: bytes, details: list) -> None:
@@ -258,6 +271,71 @@ def test_result_json_is_byte_identical_to_pydantic_converter(
     outcome = run(bridge, recorder, "revealed_sync", [{"name": "x", "password": "pw"}])
     assert outcome == {"result": {"name": "x", "password": "pw"}}
     assert outcome["result"] == converter_json(RevealedUser(name="x", password="pw"))
+
+
+def text(value: Any) -> bytes:
+    """A `json/plain` argument as Rust hands it over: the payload's JSON text."""
+    return pydantic_core.to_json(value)
+
+
+@pytest.mark.parametrize("name", ["echo_async", "echo_sync"])
+def test_json_text_args_parse_straight_into_the_types(
+    bridge_factory: Callable[..., ActivityBridge], recorder: Recorder, name: str
+) -> None:
+    bridge = bridge_factory([echo_async, echo_sync])
+    token = new_token()
+    args = [text(USER_IN), text(OUTER_IN), text(21), b'{"a": 1}']
+    bridge.start(token, name, args, make_info(name))
+    expected = _check_args(User(**USER_IN), Outer(Inner(1), [Inner(2, "two")]), 21, {"a": 1.0})
+    assert recorder.wait(token) == {"result": converter_json(expected)}
+    # The result goes back as the JSON text the Pydantic converter writes, byte for byte.
+    [payload] = pydantic_data_converter.payload_converter.to_payloads([expected])
+    reported = recorder.reported[token]
+    assert reported["result_json"] == payload.data and reported["result_value"] == expected
+
+    failure = failure_of(run(bridge, recorder, name, [text(USER_IN), b"{}", text(21), b"{}"]))
+    assert failure.message == "Failed decoding arguments"
+
+
+def test_json_text_args_without_hints_are_plain_values(
+    bridge_factory: Callable[..., ActivityBridge], recorder: Recorder
+) -> None:
+    @activity.defn
+    def with_default(a: Inner, b: int = 2) -> str:
+        return type(a).__name__
+
+    bridge = bridge_factory([untyped_sync, with_default, dynamic_sync])
+    assert run(bridge, recorder, "untyped_sync", [b'{"k": 1}', b"[1, 2.5]"]) == {
+        "result": {"a_type": "dict", "b": [1, 2.5]}
+    }
+    # A count mismatch leaves every argument untyped, as in temporalio.
+    assert run(bridge, recorder, "with_default", [b'{"x": 1}']) == {"result": "dict"}
+    assert run(bridge, recorder, "with_default", [b'{"x": 1}', b"3"]) == {"result": "Inner"}
+    token = new_token()
+    data = rb'{"k": [1, 2.5], "z": "\u00c5"}'
+    bridge.start(token, "anything", [data, None, "s"], make_info("anything"))
+    assert recorder.wait(token) == {
+        "result": {"type": "anything", "args": [{"k": [1, 2.5], "z": "Å"}, None, "s"]}
+    }
+
+
+def test_results_without_json_text_fail_as_before(
+    bridge_factory: Callable[..., ActivityBridge], recorder: Recorder
+) -> None:
+    @activity.defn
+    def opaque() -> Any:
+        return object()
+
+    @activity.defn
+    def nothing() -> None:
+        return None
+
+    bridge = bridge_factory([opaque, nothing])
+    with pytest.raises(pydantic_core.PydanticSerializationError) as err:
+        pydantic_core.to_jsonable_python(object())
+    assert failure_of(run(bridge, recorder, "opaque", [])).message == str(err.value)
+    # None stays binary/null (Rust writes it for {"result": None}).
+    assert run(bridge, recorder, "nothing", []) == {"result": None}
 
 
 def test_unannotated_optional_and_bytes(
@@ -768,7 +846,7 @@ def test_a_refused_reply_is_dropped_once(
     answers: list[dict] = []
 
     def refusing_reply(outcome: dict) -> bool:
-        answers.append(outcome)
+        answers.append(as_sent(outcome))
         return False
 
     @activity.defn(no_thread_cancel_exception=True)

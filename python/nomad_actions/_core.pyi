@@ -334,8 +334,11 @@ class ActivityReply:
     refused)."""
 
     def __call__(self, outcome: Mapping[str, Any], /) -> bool:
-        """Report the outcome: `{"completed": value}`, `{"failed": failure}`,
-        `{"cancelled": failure}` or `{"will_complete_async": True}`. An outcome that cannot
+        """Report the outcome, one of the dicts `activity_bridge` lists:
+        `{"result_json": bytes, "result_value": value}` (JSON text, sent as the `json/plain`
+        payload once checked; `value` is encoded instead where the check refuses it),
+        `{"result": value}`, `{"result_payload": bytes}`, `{"failure": bytes}`,
+        `{"cancelled": bytes}` or `{"will_complete_async": True}`. An outcome that cannot
         be encoded fails the task, naming why. Returns True if this call completed the task,
         False if it had been answered already."""
 

@@ -1,14 +1,15 @@
 """Runs plugin activities for the Rust worker loop.
 
-The Rust side polls activity tasks from sdk-core, decodes ``json/plain`` payloads to plain
-Python values and hands each task to :class:`ActivityBridge` with a reply object. The bridge
-converts the values to the activity's parameter types, runs the unchanged ``temporalio``
-activity (``async def`` on one event loop thread, ``def`` on a bounded thread pool) with
-temporalio's activity context set, and reports exactly one outcome per started task through
-that reply (``reply(outcome) -> bool``; Rust refuses a second answer, or one for a task it
-already failed at shutdown). Rust owns the registry of running tasks and the shutdown
-timer: it calls :meth:`ActivityBridge.begin_shutdown`, later :meth:`ActivityBridge.cancel`
-with ``worker_shutdown``, and fails what still does not answer.
+The Rust side polls activity tasks from sdk-core, checks ``json/plain`` payloads (handed
+over as their JSON text, ``bytes``), decodes the others to plain Python values and hands
+each task to :class:`ActivityBridge` with a reply object. The bridge converts the values to
+the activity's parameter types, runs the unchanged ``temporalio`` activity (``async def`` on
+one event loop thread, ``def`` on a bounded thread pool) with temporalio's activity context
+set, and reports exactly one outcome per started task through that reply
+(``reply(outcome) -> bool``; Rust refuses a second answer, or one for a task it already
+failed at shutdown). Rust owns the registry of running tasks and the shutdown timer: it calls
+:meth:`ActivityBridge.begin_shutdown`, later :meth:`ActivityBridge.cancel` with
+``worker_shutdown``, and fails what still does not answer.
 
 How values are converted is one strategy per bridge (``activity_conversion.Conversion``):
 the JSON fast path, where Rust decoded the payloads, or a custom ``DataConverter`` (codec
@@ -17,8 +18,12 @@ body is called.
 
 Outcome dicts:
 
-- ``{"result": value}``: success on the JSON fast path; ``value`` is JSON-compatible and is
-  exactly what temporalio's Pydantic converter would put in the ``json/plain`` payload.
+- ``{"result_json": bytes, "result_value": value}``: success on the JSON fast path; the
+  bytes are the JSON text temporalio's Pydantic converter writes for ``value``
+  (``pydantic_core.to_json``), sent as the ``json/plain`` payload's data. Rust encodes
+  ``value`` the old way where it refuses the text (an integer beyond 64 bits).
+- ``{"result": value}``: success on the JSON fast path for ``None`` and where ``to_json``
+  fails; ``value`` is JSON-compatible (``pydantic_core.to_jsonable_python``).
 - ``{"result_payload": bytes}``: success as a serialized ``temporalio.api.common.v1.Payload``.
   Used on the custom converter path (codec applied), and on the fast path for results that
   the Pydantic converter does not write as ``json/plain`` (``bytes``, protobuf messages,
@@ -264,8 +269,9 @@ class ActivityBridge:
         Args:
             task_token: The task token from sdk-core.
             activity_type: The activity's registered name.
-            args: Decoded JSON values (fast path) or serialized ``Payload`` bytes (with a
-                ``data_converter``).
+            args: On the fast path, per argument the JSON text (``bytes``) of a ``json/plain``
+                payload or the decoded value of another; serialized ``Payload`` bytes with a
+                ``data_converter``.
             info: Task fields decoded from the coresdk ``ActivityTask.start``: activity_id,
                 activity_type, attempt, workflow_id, workflow_run_id, workflow_type,
                 workflow_namespace, task_queue, heartbeat_timeout, schedule_to_close_timeout,

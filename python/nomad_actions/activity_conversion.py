@@ -1,12 +1,13 @@
 """How the activity bridge converts values, and the state of one activity task.
 
 One :class:`Conversion` strategy per bridge, chosen once: :class:`FastConversion` (the JSON
-fast path: Rust decoded the ``json/plain`` payloads, pydantic adapts the values to the
-parameter types, results go back as JSON values) or :class:`CustomConversion` (a custom
-``DataConverter``: serialized payloads, decoded and encoded with it and its codec on the
-bridge's event loop). Each decodes arguments (and ``activity.info()``), encodes the outcome
-dict and sends heartbeats. Also here: the mapping of an activity's exception to an outcome
-kind (:func:`classify`) and of Rust's cancel flags to temporalio's details.
+fast path: Rust checked the ``json/plain`` payloads and hands over their text as ``bytes``,
+pydantic parses it into the parameter types, results go back as JSON text) or
+:class:`CustomConversion` (a custom ``DataConverter``: serialized payloads, decoded and
+encoded with it and its codec on the bridge's event loop). Each decodes arguments (and
+``activity.info()``), encodes the outcome dict and sends heartbeats. Also here: the mapping
+of an activity's exception to an outcome kind (:func:`classify`) and of Rust's cancel flags
+to temporalio's details.
 """
 
 from __future__ import annotations
@@ -204,7 +205,16 @@ class Conversion:
 
 
 class FastConversion(Conversion):
-    """The JSON fast path: Rust decoded the payloads; pydantic adapts values to the hints."""
+    """The JSON fast path, as temporalio's Pydantic converter converts.
+
+    Arguments: a ``json/plain`` payload arrives as its JSON text (``bytes``, already checked
+    by Rust: valid, within 64-bit integers), any other as its plain value (``binary/null``
+    as None, ``binary/plain`` as str; never ``bytes``, so ``bytes`` marks JSON text).
+    pydantic parses the text straight into the parameter type (``validate_json``); without
+    a hint it becomes plain values (``pydantic_core.from_json``).
+
+    Results: the JSON text ``pydantic_core.to_json`` writes, which Rust sends as it is.
+    """
 
     inline = True
 
@@ -224,10 +234,10 @@ class FastConversion(Conversion):
             return [_raw_values(values)]
         # As temporalio: hints apply only when the counts match; unannotated params stay raw.
         if not defn.arg_types or len(defn.arg_types) != len(values):
-            return values
+            return [_plain(value) for value in values]
         try:
             return [
-                value if adapter is None else _validate(adapter, value)
+                _plain(value) if adapter is None else _validate(adapter, value)
                 for adapter, value in zip(entry.arg_adapters(), values, strict=True)
             ]
         except Exception as err:
@@ -241,7 +251,7 @@ class FastConversion(Conversion):
                 ):
                     [payload] = self._payload_converter.to_payloads([value])
                     return {"result_payload": payload.SerializeToString()}
-                return {"result": pydantic_core.to_jsonable_python(value)}
+                return _json_result(value)
             kind, err = classify(run, value)
             if kind == "will_complete_async":
                 return {kind: True}
@@ -438,7 +448,35 @@ def build_info(
     )
 
 
+def _json_result(value: Any) -> dict:
+    """The outcome for a result on the fast path: its JSON text, as the Pydantic converter
+    writes it (``pydantic_core.to_json``: by the value's runtime type, as without a return
+    hint, so a workflow decodes what it would from temporalio's worker).
+
+    ``result_value`` goes along for the rare text Rust refuses (an integer beyond 64 bits):
+    Rust then encodes ``to_jsonable_python(value)`` as before, so that outcome and its error
+    message stay as they were without a second check on every result. Where ``to_json``
+    itself fails, the old conversion runs here and raises what it always raised.
+    """
+    if value is None:
+        return {"result": None}
+    try:
+        text = pydantic_core.to_json(value)
+    except Exception:
+        return {"result": pydantic_core.to_jsonable_python(value)}
+    return {"result_json": text, "result_value": value}
+
+
+def _plain(value: Any) -> Any:
+    """An argument without a type hint: JSON text (``bytes``) as plain values, as the
+    Pydantic converter reads it (dicts keep key order, integers are exact)."""
+    return pydantic_core.from_json(value) if isinstance(value, bytes) else value
+
+
 def _validate(adapter: pydantic.TypeAdapter, value: Any) -> Any:
+    if isinstance(value, bytes):
+        # JSON text, parsed straight into the type in JSON mode, as temporalio does.
+        return adapter.validate_json(value)
     try:
         return adapter.validate_python(value)
     except pydantic.ValidationError:
@@ -448,8 +486,17 @@ def _validate(adapter: pydantic.TypeAdapter, value: Any) -> Any:
 
 
 def _raw_values(values: list) -> list[temporalio.common.RawValue]:
-    payloads = _FAST_CONVERTER.payload_converter.to_payloads(values)
-    return [temporalio.common.RawValue(p) for p in payloads]
+    """A dynamic activity's arguments: JSON text becomes its ``json/plain`` payload again,
+    plain values are encoded as the Pydantic converter encodes them."""
+    converter = _FAST_CONVERTER.payload_converter
+    return [
+        temporalio.common.RawValue(
+            temporalio.api.common.v1.Payload(metadata={"encoding": b"json/plain"}, data=value)
+            if isinstance(value, bytes)
+            else converter.to_payloads([value])[0]
+        )
+        for value in values
+    ]
 
 
 def _payload(data: Any) -> temporalio.api.common.v1.Payload:

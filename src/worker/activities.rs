@@ -31,7 +31,7 @@ use super::Shared;
 use super::python_threads::PythonThreads;
 use super::registry::{CANCEL_BOUND, Drained, Slot, drain};
 use crate::errors::EngineError;
-use crate::payload::{self, Json};
+use crate::payload::{self, Checked, Json};
 use crate::runtime::runtime;
 
 macro_rules! secs {
@@ -148,7 +148,8 @@ pub(super) fn complete(shared: &Shared, task_token: Vec<u8>, result: ActivityExe
     });
 }
 
-/// Parse the outcome dict the Python bridge reports (see `activity_bridge.py`).
+/// Parse the outcome dict the Python bridge reports (see `activity_bridge.py`). A
+/// `result_json` (JSON text) becomes the `json/plain` payload as it is, once checked.
 pub(super) fn outcome_from_py(outcome: &Bound<'_, PyDict>) -> PyResult<ActivityExecutionResult> {
     use activity_execution_result::Status;
     let failure = |key: &str| -> PyResult<Option<Failure>> {
@@ -159,7 +160,30 @@ pub(super) fn outcome_from_py(outcome: &Bound<'_, PyDict>) -> PyResult<ActivityE
             None => Ok(None),
         }
     };
-    let status = if let Some(value) = outcome.get_item("result")? {
+    let status = if let Some(text) = outcome.get_item("result_json")? {
+        let text: Vec<u8> = text.extract()?;
+        let payload = match payload::check_json(&text) {
+            Ok(()) => payload::json_text_payload(text),
+            // Text that `from_payload` would refuse (an integer beyond 64 bits, nesting too
+            // deep): encode the value the old way instead, so that the outcome, and the error
+            // naming where the value has no JSON form, stay what they were. Done here rather
+            // than in Python: the check runs once, and only a refusal pays for the rest.
+            Err(_) => {
+                let value = outcome.get_item("result_value")?.ok_or_else(|| {
+                    PyValueError::new_err("a result_json outcome needs its result_value")
+                })?;
+                let jsonable = outcome
+                    .py()
+                    .import("pydantic_core")?
+                    .call_method1("to_jsonable_python", (value,))?;
+                let Json(value) = jsonable.extract()?;
+                payload::to_payload(&value)
+            }
+        };
+        Status::Completed(activity_result::Success {
+            result: Some(payload),
+        })
+    } else if let Some(value) = outcome.get_item("result")? {
         let Json(value) = value.extract()?;
         Status::Completed(activity_result::Success {
             result: Some(payload::to_payload(&value)),
@@ -324,8 +348,9 @@ impl ActivityReply {
     }
 }
 
-/// Start one activity in the bridge. Inputs are decoded here (the fast path), so the bridge
-/// only converts plain values to the parameter types.
+/// Start one activity in the bridge. On the fast path, inputs are checked or decoded here:
+/// `json/plain` arguments cross as their JSON text (`bytes`), others as plain values, and
+/// heartbeat details as plain values; the bridge converts them to the parameter types.
 fn start(
     threads: &PythonThreads,
     shared: Arc<Shared>,
@@ -334,10 +359,13 @@ fn start(
     start: Start,
 ) {
     let raw = shared.options.raw_payloads;
-    let decoded: Result<Vec<Value>, _> = if raw {
+    // `json/plain` arguments are only checked here and cross as their `bytes`, which
+    // pydantic parses once into the parameter type (`FastConversion.decode_now`); building
+    // a `Value` and then Python objects from it cost more than that whole parse.
+    let decoded: Result<Vec<Checked>, _> = if raw {
         Ok(Vec::new())
     } else {
-        start.input.iter().map(payload::from_payload).collect()
+        start.input.iter().map(payload::check_or_decode).collect()
     };
     let args = match decoded {
         Ok(args) => args,
@@ -396,7 +424,14 @@ fn start(
                 )?
                 .into_any()
             } else {
-                Json(Value::Array(args)).into_pyobject(py)?
+                let items = args
+                    .into_iter()
+                    .zip(&start.input)
+                    .map(|(arg, input)| match arg {
+                        Checked::JsonText => Ok(PyBytes::new(py, &input.data).into_any()),
+                        Checked::Value(value) => Json(value).into_pyobject(py),
+                    });
+                PyList::new(py, items.collect::<PyResult<Vec<_>>>()?)?.into_any()
             };
             bridge.call_method1(
                 py,
@@ -698,6 +733,43 @@ mod tests {
             assert!(err.contains("malformed failure failure"), "{err}");
             let err = decode(c"{'result': object()}").unwrap_err().to_string();
             assert!(!err.is_empty());
+        });
+    }
+
+    #[test]
+    fn json_text_results_are_sent_as_they_are_or_encoded_the_old_way() {
+        use activity_execution_result::Status;
+        Python::initialize();
+        Python::attach(|py| {
+            let decode = |code: &std::ffi::CStr| {
+                let dict = py.eval(code, None, None).unwrap();
+                outcome_from_py(dict.cast::<PyDict>().unwrap()).map(|r| r.status.unwrap())
+            };
+            let payload = |code: &std::ffi::CStr| match decode(code).unwrap() {
+                Status::Completed(done) => done.result.unwrap(),
+                other => panic!("not completed: {other:?}"),
+            };
+            // The text is the payload's data, spaces and all; `null` is binary/null.
+            let text = payload(c"{'result_json': b'{\"a\": [1, 2.5]}', 'result_value': 0}");
+            assert_eq!(text.metadata["encoding"], b"json/plain");
+            assert_eq!(text.data, br#"{"a": [1, 2.5]}"#);
+            let none = payload(c"{'result_json': b'null', 'result_value': None}");
+            assert_eq!(none.metadata["encoding"], b"binary/null");
+            // Refused text: the value is encoded as before, with its error where it has none.
+            let old = payload(c"{'result_json': b'[1.5, 1e999]', 'result_value': [1.5, 2]}");
+            assert_eq!(old.data, b"[1.5,2]");
+            let err =
+                decode(c"{'result_json': b'[36893488147419103232]', 'result_value': [2**65]}")
+                    .unwrap_err()
+                    .to_string();
+            assert!(
+                err.contains("value at $[0] cannot be sent as JSON: integer of 66 bits"),
+                "{err}"
+            );
+            let err = decode(c"{'result_json': b'[1e999]'}")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("needs its result_value"), "{err}");
         });
     }
 }
