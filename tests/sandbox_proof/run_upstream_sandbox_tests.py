@@ -9,8 +9,10 @@ becomes their `tests/conftest.py`: it gives them a real dev server and swaps the
 
 Where the sources come from, first that works:
 
-1. `--source DIR`: an sdk-python checkout (or an unpacked source archive);
-2. `--git-dir DIR [--rev REV]`: a clone of sdk-python, read with `git archive`;
+1. `--source DIR` (or `TEMPORALIO_SDK_PYTHON_SOURCE`): an sdk-python checkout (or an
+   unpacked source archive);
+2. `--git-dir DIR [--rev REV]` (or `TEMPORALIO_SDK_PYTHON_GIT_DIR`): a clone of sdk-python,
+   read with `git archive`;
 3. the source archive of the tag matching the installed temporalio version, downloaded
    from GitHub (`--no-download` turns this off).
 
@@ -45,6 +47,8 @@ WANTED = (
     "tests/worker/__init__.py",
     "tests/worker/workflow_sandbox/",
 )
+SOURCE_ENV = "TEMPORALIO_SDK_PYTHON_SOURCE"
+GIT_DIR_ENV = "TEMPORALIO_SDK_PYTHON_GIT_DIR"
 ARCHIVE = "https://github.com/temporalio/sdk-python/archive/refs/tags/{version}.tar.gz"
 
 
@@ -95,8 +99,10 @@ def _from_git(git_dir: Path, rev: str, dest: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--source", type=Path)
-    parser.add_argument("--git-dir", type=Path)
+    # Defaults from the environment, so that CI (or anyone) with a checkout or a clone of
+    # sdk-python at hand runs the suite through the README's test command unchanged.
+    parser.add_argument("--source", type=Path, default=os.environ.get(SOURCE_ENV) or None)
+    parser.add_argument("--git-dir", type=Path, default=os.environ.get(GIT_DIR_ENV) or None)
     parser.add_argument(
         "--rev", default=None, help="git revision (default: the version tag, else HEAD)"
     )
