@@ -349,7 +349,7 @@ class _Instance(WorkflowInstance):
         self._importer, cls = template.new_run()
         self._overrides = _Overrides(self._importer)
         self._thread_id: int | None = None
-        with self._applied(is_runtime=True):
+        with self._applied():
             # The definition of the run's own class (its run, signal and query functions
             # are the run's copies), as temporalio's in-sandbox code does.
             defn = temporalio.workflow._Definition.must_from_class(cls)
@@ -362,48 +362,56 @@ class _Instance(WorkflowInstance):
                 )
             )
 
-    @contextlib.contextmanager
-    def _applied(self, *, is_runtime: bool, in_activation: bool = False) -> Iterator[None]:
+    def _enter(self, *, in_activation: bool) -> tuple[Any, ...]:
+        """Puts this thread in the run's sandbox at run time; returns what `_leave` restores.
+        Plain calls, not a context manager: this runs once per activation."""
+        context = self._context
+        flags = (context.is_runtime, context.in_activation)
+        context.is_runtime, context.in_activation = True, in_activation
         self._thread_id = threading.get_ident()
         try:
-            with _context_flags(self._context, is_runtime=is_runtime, in_activation=in_activation):
-                token = self._overrides.enter()
-                try:
-                    yield
-                finally:
-                    self._overrides.leave(token)
-        finally:
+            return flags, self._overrides.enter()
+        except BaseException:
             self._thread_id = None
+            context.is_runtime, context.in_activation = flags
+            raise
+
+    def _leave(self, token: tuple[Any, ...]) -> None:
+        flags, overrides = token
+        self._overrides.leave(overrides)
+        self._thread_id = None
+        self._context.is_runtime, self._context.in_activation = flags
+
+    @contextlib.contextmanager
+    def _applied(self, *, in_activation: bool = False) -> Iterator[None]:
+        token = self._enter(in_activation=in_activation)
+        try:
+            yield
+        finally:
+            self._leave(token)
 
     def activate(
         self, act: temporalio.bridge.proto.workflow_activation.WorkflowActivation
     ) -> temporalio.bridge.proto.workflow_completion.WorkflowActivationCompletion:
         """Runs one activation in the run's sandbox."""
-        # The hot path (once per activation): `_applied` in plain calls.
-        context = self._context
-        flags = (context.is_runtime, context.in_activation)
-        context.is_runtime = context.in_activation = True
-        self._thread_id = threading.get_ident()
-        token = self._overrides.enter()
+        token = self._enter(in_activation=True)
         try:
             return self._instance.activate(act)
         finally:
-            self._overrides.leave(token)
-            self._thread_id = None
-            context.is_runtime, context.in_activation = flags
+            self._leave(token)
 
     def get_serialization_context(
         self, command_info: _command_aware_visitor.CommandInfo | None
     ) -> temporalio.converter.SerializationContext | None:
         """Forwarded to the instance inside the sandbox."""
-        with self._applied(is_runtime=True):
+        with self._applied():
             return self._instance.get_serialization_context(command_info)
 
     def get_external_store_context(
         self, command_info: _command_aware_visitor.CommandInfo | None
     ) -> StorageDriverStoreContext:
         """Forwarded to the instance inside the sandbox."""
-        with self._applied(is_runtime=True):
+        with self._applied():
             return self._instance.get_external_store_context(command_info)
 
     def get_info(self) -> temporalio.workflow.Info:
