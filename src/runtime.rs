@@ -29,9 +29,14 @@ use pyo3_async_runtimes::generic::{ContextExt, JoinError, Runtime as GenericRunt
 use tokio::runtime::Runtime;
 
 /// Worker threads of the runtime unless `NOMAD_ACTIONS_RUNTIME_THREADS` says otherwise.
-/// The Rust side of a worker process needs well under one core (Python is the bottleneck)
-/// and a client waits on the network; more idle threads than that only add wake-ups.
-const DEFAULT_RUNTIME_THREADS: usize = 2;
+/// The Rust side of a worker process needs well under one core (Python, one GIL, is the
+/// bottleneck) and a client waits on the network. A second thread only adds wake-ups:
+/// tokio wakes an idle worker to steal every task spawned, so each hand-off costs a
+/// futex wake and a cold cache. Measured (benches/README.md, "Run 15"): one thread halves
+/// the worker's context switches and cuts 6-12 % of its CPU per workflow.
+/// A worker never takes the GIL on these threads (its calls into Python go to
+/// `PythonThreads`); only an async client's completion does, to resolve its future.
+const DEFAULT_RUNTIME_THREADS: usize = 1;
 
 /// Everything that is bound to the threads of one process: built on first use in a
 /// process, replaced (and leaked) in a forked child.

@@ -25,7 +25,7 @@ print(sum(name == "tokio-rt-worker" for name in names))
 """
 
 
-@pytest.mark.parametrize(("setting", "expected"), [(None, 2), ("3", 3), ("junk", 2)])
+@pytest.mark.parametrize(("setting", "expected"), [(None, 1), ("3", 3), ("junk", 1)])
 def test_runtime_threads(setting: str | None, expected: int) -> None:
     env = {k: v for k, v in os.environ.items() if k != "NOMAD_ACTIONS_RUNTIME_THREADS"}
     if setting is not None:

@@ -13,7 +13,7 @@ from temporalio.api.common.v1 import Payload
 from temporalio.bridge.proto.workflow_activation import WorkflowActivation
 from temporalio.bridge.proto.workflow_completion import WorkflowActivationCompletion
 from temporalio.common import RawValue
-from temporalio.converter import DataConverter, PayloadCodec
+from temporalio.converter import DataConverter, DefaultPayloadConverter, PayloadCodec
 
 with workflow.unsafe.imports_passed_through():
     import pytest
@@ -103,6 +103,25 @@ class SandboxedBlockingWorkflow:
     async def run(self) -> None:
         with workflow.unsafe.sandbox_unrestricted():
             block_thread(5)
+
+
+@workflow.defn
+class ConverterWorkflow:
+    """Returns which payload converter object its run was given."""
+
+    @workflow.run
+    async def run(self) -> int:
+        return id(workflow.payload_converter())
+
+
+class CountingPayloadConverter(DefaultPayloadConverter):
+    """A converter class of the plugin's own: counts its instances."""
+
+    made = 0
+
+    def __init__(self) -> None:
+        super().__init__()
+        type(self).made += 1
 
 
 @workflow.defn(dynamic=True)
@@ -309,6 +328,43 @@ def test_concurrent_runs(sandboxed: bool) -> None:
     assert len(results) == 16
     for run_id, reply in results.items():
         assert reply == Reply(message=f"hello {run_id} x2")
+
+
+def converter_ids(bridge: WorkflowBridge, runs: int) -> list[int]:
+    """Runs ConverterWorkflow `runs` times (each evicted after); the converter ids seen."""
+    ids = []
+    for index in range(runs):
+        run_id = f"run-conv-{index}"
+        (done,) = commands(activate(bridge, init_activation(run_id, "ConverterWorkflow")))
+        ids.append(decode(done.complete_workflow_execution.result, int))
+        commands(activate(bridge, evict_activation(run_id)))
+    return ids
+
+
+def test_stock_payload_converter_is_shared_by_unsandboxed_runs_only() -> None:
+    # temporalio makes a converter per instance, whose type-adapter cache is then always
+    # empty; unsandboxed runs of the stock converters share one (their types are the
+    # host's), sandboxed runs keep their own (their types are per-run copies).
+    unsandboxed = make_bridge(ConverterWorkflow, runner=UnsandboxedWorkflowRunner())
+    first, second, third = converter_ids(unsandboxed, 3)
+    assert first == second == third
+    assert converter_ids(unsandboxed, 1) == [first]
+    sandboxed = make_bridge(ConverterWorkflow)
+    assert len(set(converter_ids(sandboxed, 3))) == 3
+    # The shared converter decodes for every run as a fresh one would.
+    assert run_activity_workflow(
+        make_bridge(runner=UnsandboxedWorkflowRunner()), "run-conv-ok", "eve"
+    ) == Reply(message="hello eve x2")
+
+
+def test_a_plugin_payload_converter_class_is_made_for_every_run() -> None:
+    converter = DataConverter(payload_converter_class=CountingPayloadConverter)
+    bridge = make_bridge(
+        ConverterWorkflow, runner=UnsandboxedWorkflowRunner(), data_converter=converter
+    )
+    before = CountingPayloadConverter.made
+    assert len(set(converter_ids(bridge, 3))) == 3
+    assert CountingPayloadConverter.made - before == 3
 
 
 def test_timer() -> None:

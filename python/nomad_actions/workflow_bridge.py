@@ -37,7 +37,7 @@ from temporalio.bridge.proto.workflow_activation import (
     WorkflowActivationJob,
 )
 from temporalio.bridge.proto.workflow_completion import WorkflowActivationCompletion
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.contrib.pydantic import PydanticPayloadConverter, pydantic_data_converter
 from temporalio.worker import (
     Interceptor,
     UnsandboxedWorkflowRunner,
@@ -110,6 +110,7 @@ class WorkflowBridge:
         # Creating these once also validates the converter classes.
         self._payload_converter = self._converter.payload_converter
         self._failure_converter = self._converter.failure_converter
+        self._shared_payload_converter = _shared_payload_converter(self._converter)
         timeout = None if os.environ.get("TEMPORAL_DEBUG") else deadlock_timeout
         self._deadlock_timeout = timeout
 
@@ -442,8 +443,9 @@ class WorkflowBridge:
             workflow_start_time=init.start_time.ToDatetime().replace(tzinfo=timezone.utc),
             workflow_type=init.workflow_type,
         )
+        runner = self._runner_for(defn)
         details = WorkflowInstanceDetails(
-            payload_converter_factory=self._converter._new_payload_converter,
+            payload_converter_factory=self._payload_converter_factory(runner),
             failure_converter_class=self._converter.failure_converter_class,
             interceptor_classes=self._interceptor_classes,
             defn=defn,
@@ -456,7 +458,41 @@ class WorkflowBridge:
             last_completion_result=init.last_completion_result,
             last_failure=init.continued_failure if init.HasField("continued_failure") else None,
         )
-        return self._runner_for(defn).create_instance(details)
+        return runner.create_instance(details)
+
+    def _payload_converter_factory(
+        self, runner: WorkflowRunner
+    ) -> Callable[[], temporalio.converter.PayloadConverter]:
+        """What an instance makes its payload converter with.
+
+        temporalio makes a new converter for every instance, so the Pydantic one starts
+        with an empty cache and builds a `TypeAdapter` for every payload it decodes
+        (with the converter itself, a fifth of an unsandboxed workflow's Python time in
+        the worker). Outside a sandbox, temporalio's stock converters, which hold no
+        state of their own and are thread-safe (the official worker's activities share
+        one), are made once per bridge. A sandboxed run keeps its own: its types are
+        per-run copies, which a shared cache would keep alive.
+        """
+        shared = self._shared_payload_converter
+        if shared is not None and type(runner) is UnsandboxedWorkflowRunner:
+            return lambda: shared
+        return self._converter._new_payload_converter
+
+
+def _shared_payload_converter(
+    converter: temporalio.converter.DataConverter,
+) -> temporalio.converter.PayloadConverter | None:
+    """One payload converter for every unsandboxed instance, for temporalio's stock
+    converter classes only (a subclass or another class may keep state per instance)."""
+    if converter.payload_converter_class in _STATELESS_PAYLOAD_CONVERTERS:
+        return converter._new_payload_converter()
+    return None
+
+
+_STATELESS_PAYLOAD_CONVERTERS = (
+    temporalio.converter.DefaultPayloadConverter,
+    PydanticPayloadConverter,
+)
 
 
 def _release(loop: _LoopThread | None) -> None:
