@@ -44,7 +44,7 @@ pub mod _core {
     #[pymodule_export]
     use crate::telemetry::start_metrics_exporter;
     #[pymodule_export]
-    use crate::worker::{ActivityReply, Reply, StartCancel, WorkerRef};
+    use crate::worker::{ActivityReply, LoopLane, Reply, StartCancel, WorkerRef};
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -351,6 +351,26 @@ class ActivityReply:
         """Whether the task has been answered (by this reply or the shutdown drain)."""
 
 @final
+class LoopLane:
+    """Jobs of the Rust worker for the activity bridge's event loop (created by Rust only,
+    handed to `ActivityBridge.attach_lane`). The loop registers `run_pending` as the
+    reader of `fileno()`; Rust queues a job and writes one byte when the queue was empty."""
+
+    def fileno(self) -> int:
+        """The descriptor that turns readable when jobs wait."""
+
+    def run_pending(self) -> None:
+        """Consume the wake-ups and run every queued job, in order, on this thread."""
+
+    def close(self) -> None:
+        """The loop stops: run the jobs still queued; later ones go to the worker's
+        threads."""
+
+    @property
+    def closed(self) -> bool:
+        """Whether `close` was called."""
+
+@final
 class StartCancel:
     """Cancels `WorkerRef.create` while it waits for the server (`Worker.shutdown()`)."""
 

@@ -239,6 +239,8 @@ class ActivityBridge:
             else CustomConversion(hooks, data_converter)
         )
 
+        self._lane: _core.LoopLane | None = None
+        self._loop_ident: int | None = None
         self._loop_thread = threading.Thread(
             target=self._run_loop, name="nomad-activity-loop", daemon=True
         )
@@ -321,13 +323,43 @@ class ActivityBridge:
             return
         self._conversion.prepare(run)
         try:
-            if self._conversion.inline and not entry.is_async and not self._interceptors:
+            if not self._starts_on_loop(entry):
                 # Nothing here needs the event loop: the whole task runs on its pool thread.
                 self._pool.submit(contextvars.Context().run, self._run_inline, run)
+            elif threading.get_ident() == self._loop_ident:
+                self._spawn(run)  # called from the lane, on the loop itself
             else:
                 self._loop.call_soon_threadsafe(self._spawn, run)
         except RuntimeError as err:  # loop closed or pool shut down
             self._fail_now(run, err, codec=False)
+
+    def attach_lane(self, lane: _core.LoopLane) -> tuple[set[str], set[str], bool]:
+        """Lets Rust start activities on the event loop's own thread (called once, by the
+        Rust worker): the loop runs ``lane``'s jobs when its descriptor turns readable, which
+        saves each ``async def`` start a hand-off through another Python thread.
+
+        Returns:
+            The activity types whose start runs on the loop, those whose start does not
+            (a ``def`` activity goes straight to its pool thread), and whether the dynamic
+            activity's does.
+        """
+
+        def register() -> None:
+            if not self._loop.is_closed():
+                self._loop.add_reader(lane.fileno(), lane.run_pending)
+
+        self._lane = lane
+        try:
+            self._loop.call_soon_threadsafe(register)
+        except RuntimeError:  # the loop has closed: the lane stays unused
+            lane.close()
+        on_loop = {name for name, entry in self._entries.items() if self._starts_on_loop(entry)}
+        dynamic = self._dynamic is not None and self._starts_on_loop(self._dynamic)
+        return on_loop, set(self._entries) - on_loop, dynamic
+
+    def _starts_on_loop(self, entry: Entry) -> bool:
+        """Whether a start of this activity goes through the event loop."""
+        return not (self._conversion.inline and not entry.is_async and not self._interceptors)
 
     def run_coroutine(self, coro: Any, timeout: float) -> Any:
         """Runs a coroutine on the event loop ``async def`` activities run on, and waits.
@@ -406,8 +438,15 @@ class ActivityBridge:
     def _run_loop(self) -> None:
         loop = self._loop
         asyncio.set_event_loop(loop)
+        self._loop_ident = threading.get_ident()
         try:
             loop.run_forever()
+            # Jobs still queued run now, while the loop can still run what they schedule
+            # (the bridge is closing: a start among them fails at once).
+            if self._lane is not None:
+                with contextlib.suppress(ValueError, OSError):
+                    loop.remove_reader(self._lane.fileno())
+                self._lane.close()
             tasks = asyncio.all_tasks(loop)
             for task in tasks:
                 task.cancel()

@@ -127,7 +127,10 @@ class ActivityBridge(Protocol):
     Python threads, each returning at once: `start` for each task (decoded in Rust), with the
     `ActivityReply` that takes its outcome exactly once; `cancel` with the cancellation's
     flags (the fields of temporalio's `ActivityCancellationDetails`); `begin_shutdown` when
-    the worker starts to drain (Rust keeps the grace-period timer)."""
+    the worker starts to drain (Rust keeps the grace-period timer). Optionally
+    `attach_lane`, called once: the bridge registers the `LoopLane` with its event loop and
+    says which activity types start there (those starts, and their cancels, then run on the
+    loop's thread, in order)."""
 
     def start(
         self,

@@ -1,11 +1,13 @@
 //! Activity tasks: poll from core, decode inputs in Rust, start them in the Python activity
-//! bridge (from one of the worker's Python threads), and turn the outcomes it reports back
-//! into core completions.
+//! bridge (on its event loop's thread for `async def` activities, see [`LoopLane`], else
+//! from one of the worker's Python threads), and turn the outcomes it reports back into
+//! core completions.
 //!
 //! Each start registers the task in the worker's registry ([`super::registry`]) and hands
 //! the bridge an [`ActivityReply`] that completes it once; cancels cross as [`CancelFlags`].
 //! Once shutdown begins, [`shutdown_drain`] runs the registry's drain against the bridge.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,7 +30,8 @@ use temporalio_common::protos::temporal::api::failure::v1::{
 use temporalio_sdk_core::{PollError, Worker as CoreWorker};
 
 use super::Shared;
-use super::python_threads::PythonThreads;
+use super::loop_lane::{LaneHandle, LoopLane};
+use super::python_threads::{Job, PythonThreads};
 use super::registry::{CANCEL_BOUND, Drained, Slot, drain};
 use crate::errors::EngineError;
 use crate::payload::{self, Checked, Json};
@@ -352,7 +355,7 @@ impl ActivityReply {
 /// `json/plain` arguments cross as their JSON text (`bytes`), others as plain values, and
 /// heartbeat details as plain values; the bridge converts them to the parameter types.
 fn start(
-    threads: &PythonThreads,
+    dispatch: &Dispatch,
     shared: Arc<Shared>,
     bridge: Arc<Py<PyAny>>,
     task_token: Vec<u8>,
@@ -392,94 +395,180 @@ fn start(
             .collect()
     };
     let info = info_of(&start, &shared.options.task_queue);
-    let slot = shared.activities.register(task_token.clone());
-    threads.submit(move |py| {
-        let reply = ActivityReply {
-            shared: shared.clone(),
-            token: task_token.clone(),
-            slot: slot.clone(),
-        };
-        let started = (|| -> PyResult<()> {
-            let info = info.into_pyobject(py)?;
-            let details: Bound<'_, PyAny> = if raw {
-                PyList::new(
-                    py,
-                    start
-                        .heartbeat_details
-                        .iter()
-                        .map(|p| PyBytes::new(py, &p.encode_to_vec())),
-                )?
-                .into_any()
-            } else {
-                Json(Value::Array(heartbeat_details.unwrap_or_default())).into_pyobject(py)?
+    let on_lane = dispatch.starts_on_lane(&start.activity_type);
+    let slot = shared.activities.register_on(task_token.clone(), on_lane);
+    dispatch.submit(
+        on_lane,
+        Box::new(move |py| {
+            let reply = ActivityReply {
+                shared: shared.clone(),
+                token: task_token.clone(),
+                slot: slot.clone(),
             };
-            info.set_item("heartbeat_details", details)?;
-            let args: Bound<'_, PyAny> = if raw {
-                PyList::new(
+            let started = (|| -> PyResult<()> {
+                let info = info.into_pyobject(py)?;
+                let details: Bound<'_, PyAny> = if raw {
+                    PyList::new(
+                        py,
+                        start
+                            .heartbeat_details
+                            .iter()
+                            .map(|p| PyBytes::new(py, &p.encode_to_vec())),
+                    )?
+                    .into_any()
+                } else {
+                    Json(Value::Array(heartbeat_details.unwrap_or_default())).into_pyobject(py)?
+                };
+                info.set_item("heartbeat_details", details)?;
+                let args: Bound<'_, PyAny> = if raw {
+                    PyList::new(
+                        py,
+                        start
+                            .input
+                            .iter()
+                            .map(|p| PyBytes::new(py, &p.encode_to_vec())),
+                    )?
+                    .into_any()
+                } else {
+                    let items = args
+                        .into_iter()
+                        .zip(&start.input)
+                        .map(|(arg, input)| match arg {
+                            Checked::JsonText => Ok(PyBytes::new(py, &input.data).into_any()),
+                            Checked::Value(value) => Json(value).into_pyobject(py),
+                        });
+                    PyList::new(py, items.collect::<PyResult<Vec<_>>>()?)?.into_any()
+                };
+                bridge.call_method1(
                     py,
-                    start
-                        .input
-                        .iter()
-                        .map(|p| PyBytes::new(py, &p.encode_to_vec())),
-                )?
-                .into_any()
-            } else {
-                let items = args
-                    .into_iter()
-                    .zip(&start.input)
-                    .map(|(arg, input)| match arg {
-                        Checked::JsonText => Ok(PyBytes::new(py, &input.data).into_any()),
-                        Checked::Value(value) => Json(value).into_pyobject(py),
-                    });
-                PyList::new(py, items.collect::<PyResult<Vec<_>>>()?)?.into_any()
-            };
-            bridge.call_method1(
-                py,
-                "start",
-                (
-                    PyBytes::new(py, &task_token),
-                    &start.activity_type,
-                    args,
-                    info,
-                    Bound::new(py, reply)?,
-                ),
-            )?;
-            Ok(())
-        })();
-        if let Err(err) = started
-            && shared.activities.claim(&task_token, &slot)
-        {
-            let error = format!("activity bridge could not start the activity: {err}");
-            complete(
-                &shared,
-                task_token,
-                rust_failure(error, "WorkerError", false),
-            );
-        }
-    });
+                    "start",
+                    (
+                        PyBytes::new(py, &task_token),
+                        &start.activity_type,
+                        args,
+                        info,
+                        Bound::new(py, reply)?,
+                    ),
+                )?;
+                Ok(())
+            })();
+            if let Err(err) = started
+                && shared.activities.claim(&task_token, &slot)
+            {
+                let error = format!("activity bridge could not start the activity: {err}");
+                complete(
+                    &shared,
+                    task_token,
+                    rust_failure(error, "WorkerError", false),
+                );
+            }
+        }),
+    );
 }
 
-/// Deliver a cancellation (from the server, a timeout, or worker shutdown) to the bridge.
+/// Deliver a cancellation (from the server, a timeout, or worker shutdown) to the bridge,
+/// where its start went (behind it, should the start still be queued).
 fn cancel(
-    threads: &PythonThreads,
+    dispatch: &Dispatch,
+    shared: &Shared,
     bridge: Arc<Py<PyAny>>,
     task_token: Vec<u8>,
     flags: CancelFlags,
 ) {
-    threads.submit(move |py| {
-        if let Err(err) = bridge.call_method1(py, "cancel", (PyBytes::new(py, &task_token), flags))
-        {
-            err.print(py);
+    let on_lane = shared.activities.on_lane(&task_token);
+    dispatch.submit(
+        on_lane,
+        Box::new(move |py| {
+            if let Err(err) =
+                bridge.call_method1(py, "cancel", (PyBytes::new(py, &task_token), flags))
+            {
+                err.print(py);
+            }
+        }),
+    );
+}
+
+/// Where the bridge's calls run: the worker's Python threads, or, for the activity types
+/// the bridge runs on its event loop, that loop's own thread ([`LoopLane`]).
+#[derive(Clone)]
+struct Dispatch {
+    threads: PythonThreads,
+    lane: Option<Lane>,
+}
+
+/// The loop's lane and the starts that go to it, as `ActivityBridge.attach_lane` said.
+#[derive(Clone)]
+struct Lane {
+    handle: LaneHandle,
+    /// Registered types whose start runs on the loop (`async def`, or with interceptors).
+    on_loop: Arc<HashSet<String>>,
+    /// Registered types whose start runs elsewhere (a `def` activity's thread).
+    elsewhere: Arc<HashSet<String>>,
+    /// Whether an unregistered type (the dynamic activity) starts on the loop.
+    dynamic_on_loop: bool,
+}
+
+impl Dispatch {
+    /// Offer the bridge a lane onto its event loop (a bridge without `attach_lane`, or
+    /// one that fails it, is served by the threads alone).
+    async fn attach(threads: PythonThreads, bridge: Arc<Py<PyAny>>) -> Self {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        threads.submit(move |py| {
+            let lane = Self::offer(py, &bridge).unwrap_or_else(|err| {
+                err.print(py);
+                None
+            });
+            let _ = tx.send(lane);
+        });
+        let lane = rx.await.ok().flatten();
+        Self { threads, lane }
+    }
+
+    fn offer(py: Python<'_>, bridge: &Py<PyAny>) -> PyResult<Option<Lane>> {
+        let bridge = bridge.bind(py);
+        if !bridge.hasattr("attach_lane")? {
+            return Ok(None);
         }
-    });
+        let lane = LoopLane::new()?;
+        let handle = lane.handle();
+        let (on_loop, elsewhere, dynamic_on_loop): (HashSet<String>, HashSet<String>, bool) =
+            bridge
+                .call_method1("attach_lane", (Bound::new(py, lane)?,))?
+                .extract()?;
+        Ok(Some(Lane {
+            handle,
+            on_loop: Arc::new(on_loop),
+            elsewhere: Arc::new(elsewhere),
+            dynamic_on_loop,
+        }))
+    }
+
+    fn starts_on_lane(&self, activity_type: &str) -> bool {
+        self.lane.as_ref().is_some_and(|lane| {
+            lane.on_loop.contains(activity_type)
+                || (lane.dynamic_on_loop && !lane.elsewhere.contains(activity_type))
+        })
+    }
+
+    /// Run `job` on the lane if `on_lane` and the loop still runs, else on the threads.
+    fn submit(&self, on_lane: bool, job: Job) {
+        let job = match (&self.lane, on_lane) {
+            (Some(lane), true) => match lane.handle.submit(job) {
+                Ok(()) => return,
+                Err(job) => job,
+            },
+            _ => job,
+        };
+        self.threads.submit(job);
+    }
 }
 
 /// Once shutdown begins: tell the bridge (`activity.is_worker_shutdown()`, new starts fail),
 /// then run the [`drain`] with the worker's grace period.
-async fn shutdown_drain(shared: Arc<Shared>, threads: PythonThreads, bridge: Arc<Py<PyAny>>) {
+async fn shutdown_drain(shared: Arc<Shared>, dispatch: Dispatch, bridge: Arc<Py<PyAny>>) {
     shared.activities.shutdown_begun().await;
     let announce = bridge.clone();
-    threads.submit(move |py| {
+    dispatch.threads.submit(move |py| {
         if let Err(err) = announce.call_method0(py, "begin_shutdown") {
             err.print(py);
         }
@@ -491,7 +580,8 @@ async fn shutdown_drain(shared: Arc<Shared>, threads: PythonThreads, bridge: Arc
         CANCEL_BOUND,
         |token| {
             cancel(
-                &threads,
+                &dispatch,
+                &shared,
                 bridge.clone(),
                 token,
                 CancelFlags::worker_shutdown(),
@@ -528,11 +618,13 @@ pub(super) async fn poll_loop(
     // Starting an activity only hands it to the bridge (async ones run on its event loop,
     // sync ones in its thread pool), so one thread serves nearly always.
     let threads = PythonThreads::new("nomad-activities", 4);
+    // `async def` activities start on the bridge's event loop itself.
+    let dispatch = Dispatch::attach(threads.clone(), bridge.clone()).await;
     // Beside the polls (which go on delivering cancels), not raced against them: dropping
     // a poll future could lose a task.
     let drainer = runtime().spawn(shutdown_drain(
         shared.clone(),
-        threads.clone(),
+        dispatch.clone(),
         bridge.clone(),
     ));
     let outcome = loop {
@@ -565,11 +657,11 @@ pub(super) async fn poll_loop(
         } = task;
         match variant {
             Some(activity_task::Variant::Start(s)) => {
-                start(&threads, shared.clone(), bridge.clone(), task_token, s);
+                start(&dispatch, shared.clone(), bridge.clone(), task_token, s);
             }
             Some(activity_task::Variant::Cancel(c)) => {
                 let flags = CancelFlags::of(c.reason, c.details.as_ref());
-                cancel(&threads, bridge.clone(), task_token, flags);
+                cancel(&dispatch, &shared, bridge.clone(), task_token, flags);
             }
             None => {}
         }

@@ -11,11 +11,13 @@
 mod activities;
 mod deadlines;
 mod health;
+mod loop_lane;
 mod python_threads;
 mod registry;
 mod start;
 mod workflows;
 
+pub use loop_lane::LoopLane;
 pub use start::StartCancel;
 pub use workflows::Reply;
 

@@ -28,7 +28,8 @@ pub(super) const STALL: Duration = Duration::from_millis(100);
 /// Idle time after which a thread other than the last one ends.
 const IDLE_EXIT: Duration = Duration::from_secs(10);
 
-type Job = Box<dyn FnOnce(Python<'_>) + Send>;
+/// A call into Python, run with the GIL held.
+pub(super) type Job = Box<dyn FnOnce(Python<'_>) + Send>;
 
 struct State {
     jobs: VecDeque<Job>,

@@ -29,6 +29,8 @@ pub(super) struct Slot {
     answered: AtomicBool,
     /// The drain cancelled it for the worker's shutdown (core did not: it has no timer).
     shutdown_cancel: AtomicBool,
+    /// It was started on the activity loop's lane, where its cancel must queue too.
+    on_lane: bool,
 }
 
 impl Slot {
@@ -85,8 +87,17 @@ impl Outstanding {
 
     /// Register a started task. A token core hands out again (it does not) replaces the
     /// old slot, which can then no longer be claimed through the registry.
+    #[cfg(test)]
     pub(super) fn register(&self, token: Vec<u8>) -> Arc<Slot> {
-        let slot = Arc::new(Slot::default());
+        self.register_on(token, false)
+    }
+
+    /// Register a started task, noting whether its start went to the activity loop's lane.
+    pub(super) fn register_on(&self, token: Vec<u8>, on_lane: bool) -> Arc<Slot> {
+        let slot = Arc::new(Slot {
+            on_lane,
+            ..Slot::default()
+        });
         let mut tasks = self.lock();
         tasks.insert(token, slot.clone());
         self.count.send_replace(tasks.len());
@@ -110,6 +121,11 @@ impl Outstanding {
     pub(super) fn claim_token(&self, token: &[u8]) -> bool {
         let slot = self.lock().get(token).cloned();
         slot.is_some_and(|slot| self.claim(token, &slot))
+    }
+
+    /// Whether the outstanding task `token` was started on the activity loop's lane.
+    pub(super) fn on_lane(&self, token: &[u8]) -> bool {
+        self.lock().get(token).is_some_and(|slot| slot.on_lane)
     }
 
     /// Note that the drain cancels `token` for the worker's shutdown.
