@@ -34,6 +34,7 @@ from nomad_actions.worker import WorkerOptions
 __all__ = [
     "ActivityReply",
     "ClientRef",
+    "LoopLane",
     "PayloadCodecRef",
     "Reply",
     "StartCancel",

@@ -11,6 +11,12 @@ failed at shutdown). Rust owns the registry of running tasks and the shutdown ti
 :meth:`ActivityBridge.begin_shutdown`, later :meth:`ActivityBridge.cancel` with
 ``worker_shutdown``, and fails what still does not answer.
 
+Where ``start`` runs: for activities whose start goes through the event loop (``async def``,
+or any with interceptors or a custom converter) Rust queues it on the loop's own thread
+through the ``LoopLane`` given to :meth:`ActivityBridge.attach_lane`, their cancels behind
+them; a ``def`` activity's start comes from one of the worker's Python threads and goes
+straight to its pool thread.
+
 How values are converted is one strategy per bridge (``activity_conversion.Conversion``):
 the JSON fast path, where Rust decoded the payloads, or a custom ``DataConverter`` (codec
 included). The execution is one path; ``async def`` and ``def`` differ only in how the

@@ -85,14 +85,15 @@ impl Outstanding {
         self.tasks.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Register a started task. A token core hands out again (it does not) replaces the
-    /// old slot, which can then no longer be claimed through the registry.
+    /// Register a started task (not on the lane).
     #[cfg(test)]
     pub(super) fn register(&self, token: Vec<u8>) -> Arc<Slot> {
         self.register_on(token, false)
     }
 
     /// Register a started task, noting whether its start went to the activity loop's lane.
+    /// A token core hands out again (it does not) replaces the old slot, which can then no
+    /// longer be claimed through the registry.
     pub(super) fn register_on(&self, token: Vec<u8>, on_lane: bool) -> Arc<Slot> {
         let slot = Arc::new(Slot {
             on_lane,
