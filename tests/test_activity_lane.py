@@ -16,12 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from nomad_actions import configure, get_config
-from nomad_actions.config import reset_config
-from nomad_actions.testing import DevServer
-from nomad_actions.worker import Worker
-
-from .test_activity_payloads import ACTIVITIES, ACTIVITY_QUEUE, Peers, Sample
+from .test_activity_payloads import Peers, Sample, running_peers
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -29,8 +24,9 @@ RUNS = 30
 
 
 def activity_thread_switches() -> int:
-    """Voluntary context switches of this process's `nomad-activities` threads (the name
-    is cut to 15 characters by the kernel)."""
+    """Voluntary context switches of this process's `nomad-activities` threads, and of the
+    `def` activities' pool threads they started (a new thread inherits its starter's name;
+    the kernel cuts it to 15 characters)."""
     total = 0
     for tid in os.listdir("/proc/self/task"):
         try:
@@ -48,22 +44,8 @@ def activity_thread_switches() -> int:
 
 @pytest.fixture(scope="module")
 def peers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peers]:
-    log = tmp_path_factory.mktemp("lane-server") / "temporal.log"
-    with DevServer(log_path=log) as server:
-        configure(host=server.host, port=server.port)
-        try:
-            with (
-                Worker(
-                    ACTIVITY_QUEUE,
-                    actions=[],
-                    activities=ACTIVITIES,
-                    config=get_config(),
-                ),
-                Peers(server.address) as running,
-            ):
-                yield running
-        finally:
-            reset_config()
+    with running_peers(tmp_path_factory.mktemp("lane-server") / "temporal.log") as running:
+        yield running
 
 
 def test_async_starts_run_on_the_loop_and_sync_ones_on_the_worker_threads(

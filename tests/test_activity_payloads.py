@@ -12,11 +12,13 @@ or output (a 65-bit integer) fails with the same messages as before.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 import pydantic_core
@@ -198,9 +200,10 @@ class Peers:
             self.loop.close()
 
 
-@pytest.fixture(scope="module")
-def peers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peers]:
-    log = tmp_path_factory.mktemp("payload-bytes-server") / "temporal.log"
+@contextlib.contextmanager
+def running_peers(log: Path) -> Iterator[Peers]:
+    """A dev server (logging to `log`) with our worker serving ACTIVITIES and temporalio's
+    worker running CallActivity."""
     with DevServer(log_path=log) as server:
         configure(host=server.host, port=server.port)
         try:
@@ -211,6 +214,12 @@ def peers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peers]:
                 yield running
         finally:
             reset_config()
+
+
+@pytest.fixture(scope="module")
+def peers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peers]:
+    with running_peers(tmp_path_factory.mktemp("payload-bytes-server") / "temporal.log") as running:
+        yield running
 
 
 def test_typed_pydantic_argument_and_result_round_trip(peers: Peers) -> None:

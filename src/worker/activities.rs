@@ -408,27 +408,13 @@ fn start(
             let started = (|| -> PyResult<()> {
                 let info = info.into_pyobject(py)?;
                 let details: Bound<'_, PyAny> = if raw {
-                    PyList::new(
-                        py,
-                        start
-                            .heartbeat_details
-                            .iter()
-                            .map(|p| PyBytes::new(py, &p.encode_to_vec())),
-                    )?
-                    .into_any()
+                    serialized(py, &start.heartbeat_details)?
                 } else {
                     Json(Value::Array(heartbeat_details.unwrap_or_default())).into_pyobject(py)?
                 };
                 info.set_item("heartbeat_details", details)?;
                 let args: Bound<'_, PyAny> = if raw {
-                    PyList::new(
-                        py,
-                        start
-                            .input
-                            .iter()
-                            .map(|p| PyBytes::new(py, &p.encode_to_vec())),
-                    )?
-                    .into_any()
+                    serialized(py, &start.input)?
                 } else {
                     let items = args
                         .into_iter()
@@ -464,6 +450,18 @@ fn start(
             }
         }),
     );
+}
+
+/// Payloads as a list of their serialized `Payload` messages (`bytes`), for a bridge with
+/// its own data converter (which decodes them, codec included).
+fn serialized<'py>(py: Python<'py>, payloads: &[Payload]) -> PyResult<Bound<'py, PyAny>> {
+    Ok(PyList::new(
+        py,
+        payloads
+            .iter()
+            .map(|p| PyBytes::new(py, &p.encode_to_vec())),
+    )?
+    .into_any())
 }
 
 /// Deliver a cancellation (from the server, a timeout, or worker shutdown) to the bridge,
