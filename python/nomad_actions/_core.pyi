@@ -367,10 +367,6 @@ class LoopLane:
         """The loop stops: run the jobs still queued; later ones go to the worker's
         threads."""
 
-    @property
-    def closed(self) -> bool:
-        """Whether `close` was called."""
-
 @final
 class StartCancel:
     """Cancels `WorkerRef.create` while it waits for the server (`Worker.shutdown()`)."""

@@ -110,7 +110,10 @@ class WorkflowBridge:
         # Creating these once also validates the converter classes.
         self._payload_converter = self._converter.payload_converter
         self._failure_converter = self._converter.failure_converter
-        self._shared_payload_converter = _shared_payload_converter(self._converter)
+        shared = _shared_payload_converter(self._converter)
+        self._shared_converter_factory: (
+            Callable[[], temporalio.converter.PayloadConverter] | None
+        ) = None if shared is None else (lambda: shared)
         timeout = None if os.environ.get("TEMPORAL_DEBUG") else deadlock_timeout
         self._deadlock_timeout = timeout
 
@@ -473,9 +476,9 @@ class WorkflowBridge:
         one), are made once per bridge. A sandboxed run keeps its own: its types are
         per-run copies, which a shared cache would keep alive.
         """
-        shared = self._shared_payload_converter
+        shared = self._shared_converter_factory
         if shared is not None and type(runner) is UnsandboxedWorkflowRunner:
-            return lambda: shared
+            return shared
         return self._converter._new_payload_converter
 
 

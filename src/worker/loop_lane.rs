@@ -144,12 +144,6 @@ impl LoopLane {
         self.inner.lock().closed = true;
         self.run_all(py);
     }
-
-    /// Whether `close` was called.
-    #[getter]
-    fn closed(&self) -> bool {
-        self.inner.lock().closed
-    }
 }
 
 #[cfg(test)]
@@ -206,7 +200,6 @@ mod tests {
         );
         Python::attach(|py| lane.close(py));
         assert_eq!(finished.try_iter().collect::<Vec<_>>(), vec!["queued"]);
-        assert!(lane.closed());
         let refused = handle.submit(Box::new(move |_| done.send("late").unwrap()));
         let job = refused.expect_err("a closed lane gives the job back");
         Python::attach(job);
